@@ -1,0 +1,40 @@
+//! `cargo xtask`: the project's own commands — setup, test, a local store cluster, benchmarks.
+//!
+//! xtask only orchestrates: it installs tools, builds and runs the project's binaries. It holds no
+//! Basalt logic and keeps its dependencies to `anyhow` so that it builds in seconds.
+
+mod cmd;
+mod setup;
+mod test;
+
+use anyhow::{Result, bail};
+
+const USAGE: &str = "\
+usage: cargo xtask <command>
+
+commands:
+  setup                 install what this machine lacks (apt packages, rustup components, bpf-linker)
+  test                  format check, clippy, and every test (unit, integration, end-to-end)
+  store up [--nodes N]  run a local N-node store cluster on 127.0.0.x (default 3) until Ctrl-C
+  bench store [ARGS]    compare the store with etcd side by side (see tests/src/bin/store-bench.rs)
+";
+
+fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let (command, rest) = match args.split_first() {
+        Some((command, rest)) => (command.as_str(), rest),
+        None => {
+            print!("{USAGE}");
+            return Ok(());
+        }
+    };
+    match command {
+        "setup" => setup::run(),
+        "test" => test::run(rest),
+        "help" | "--help" | "-h" => {
+            print!("{USAGE}");
+            Ok(())
+        }
+        other => bail!("unknown command {other:?}\n\n{USAGE}"),
+    }
+}
