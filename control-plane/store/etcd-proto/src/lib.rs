@@ -1,0 +1,45 @@
+//! etcd v3 wire types and gRPC stubs for Basalt's state store.
+//!
+//! Basalt's store speaks the etcd v3 gRPC API so that stock `etcdctl` and
+//! etcd client libraries work against it. This crate owns only that wire
+//! contract: the prost message types and the tonic client and server stubs
+//! for the `etcdserverpb` services (KV, Watch, Lease, Cluster, Maintenance,
+//! Auth) and the `mvccpb` and `authpb` types they use. It holds no server
+//! logic: implementing the service traits is the job of the server crate.
+//!
+//! The `.proto` sources are in `proto/`. The Rust code generated from them is
+//! committed in `src/generated/` so that normal builds need no protobuf
+//! tooling; `tests/codegen.rs` checks it is fresh and rewrites it when run
+//! with `UPDATE_GENERATED=1`:
+//!
+//! ```text
+//! UPDATE_GENERATED=1 cargo test -p etcd-proto --test codegen
+//! ```
+//!
+//! Every proto `bytes` field is generated as [`bytes::Bytes`], so values can
+//! be sliced out of a shared buffer without copying.
+//!
+//! The modules mirror the proto packages one to one because the generated
+//! code refers across packages by relative path (`super::mvccpb::KeyValue`).
+
+/// etcd's `mvccpb` package: stored key-value records and watch events.
+#[allow(missing_docs, clippy::all)]
+pub mod mvccpb {
+    include!("generated/mvccpb.rs");
+}
+
+/// etcd's `authpb` package: users, roles and permissions.
+#[allow(missing_docs, clippy::all)]
+pub mod authpb {
+    include!("generated/authpb.rs");
+}
+
+/// etcd's `etcdserverpb` package: the client-facing services and messages.
+///
+/// Servers live in `<service>_server` modules (for example
+/// [`kv_server::KvServer`](etcdserverpb::kv_server::KvServer)) and clients in
+/// `<service>_client` modules.
+#[allow(missing_docs, clippy::all)]
+pub mod etcdserverpb {
+    include!("generated/etcdserverpb.rs");
+}
