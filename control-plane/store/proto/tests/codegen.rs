@@ -7,7 +7,7 @@
 //! committed files instead:
 //!
 //! ```text
-//! UPDATE_GENERATED=1 cargo test -p etcd-proto --test codegen
+//! UPDATE_GENERATED=1 cargo test -p store-proto --test codegen
 //! ```
 
 use std::collections::BTreeMap;
@@ -16,13 +16,14 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 /// Proto sources, relative to `proto/`, which is also the import root.
-const PROTOS: [&str; 3] = [
+const PROTOS: [&str; 4] = [
     "mvccpb/kv.proto",
     "authpb/auth.proto",
     "etcdserverpb/rpc.proto",
+    "peer/peer.proto",
 ];
 
-const REFRESH_HINT: &str = "run `UPDATE_GENERATED=1 cargo test -p etcd-proto --test codegen` \
+const REFRESH_HINT: &str = "run `UPDATE_GENERATED=1 cargo test -p store-proto --test codegen` \
                             to refresh src/generated/";
 
 type Result<T> = std::result::Result<T, Box<dyn Error>>;
@@ -75,7 +76,7 @@ fn generated_code_is_fresh() -> Result<()> {
     let fresh = read_rs_files(tmp.path())?;
     assert_eq!(
         fresh.keys().map(String::as_str).collect::<Vec<_>>(),
-        ["authpb.rs", "etcdserverpb.rs", "mvccpb.rs"],
+        ["authpb.rs", "basalt.store.peer.v1.rs", "etcdserverpb.rs", "mvccpb.rs"],
         "generator produced an unexpected set of files"
     );
 

@@ -1,11 +1,13 @@
-//! etcd v3 wire types and gRPC stubs for Basalt's state store.
+//! The wire contracts of Basalt's state store: the etcd v3 client API and the Raft peer protocol.
 //!
 //! Basalt's store speaks the etcd v3 gRPC API so that stock `etcdctl` and
-//! etcd client libraries work against it. This crate owns only that wire
-//! contract: the prost message types and the tonic client and server stubs
-//! for the `etcdserverpb` services (KV, Watch, Lease, Cluster, Maintenance,
-//! Auth) and the `mvccpb` and `authpb` types they use. It holds no server
-//! logic: implementing the service traits is the job of the server crate.
+//! etcd client libraries work against it, and its members talk Raft to each
+//! other over a small gRPC service of their own. This crate owns only those
+//! wire contracts: the prost message types and the tonic client and server
+//! stubs for the `etcdserverpb` services (KV, Watch, Lease, Cluster,
+//! Maintenance, Auth), the `mvccpb` and `authpb` types they use, and the
+//! `peer` service. It holds no logic: the server and replication crates
+//! implement the service traits.
 //!
 //! The `.proto` sources are in `proto/`. The Rust code generated from them is
 //! committed in `src/generated/` so that normal builds need no protobuf
@@ -13,7 +15,7 @@
 //! with `UPDATE_GENERATED=1`:
 //!
 //! ```text
-//! UPDATE_GENERATED=1 cargo test -p etcd-proto --test codegen
+//! UPDATE_GENERATED=1 cargo test -p store-proto --test codegen
 //! ```
 //!
 //! Every proto `bytes` field is generated as [`bytes::Bytes`], so values can
@@ -42,4 +44,11 @@ pub mod authpb {
 #[allow(missing_docs, clippy::all)]
 pub mod etcdserverpb {
     include!("generated/etcdserverpb.rs");
+}
+
+/// The store's member-to-member protocol: Raft messages and requests forwarded to the leader.
+/// Frames carry postcard-encoded types owned by the store-raft crate.
+#[allow(missing_docs, clippy::all)]
+pub mod peer {
+    include!("generated/basalt.store.peer.v1.rs");
 }
