@@ -7,13 +7,13 @@
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]
 pub enum Error {
     /// The requested revision was removed by compaction.
-    #[error("mvcc: required revision has been compacted")]
+    #[error("etcdserver: mvcc: required revision has been compacted")]
     Compacted {
         /// The revision the store is compacted to.
         compact_revision: i64,
     },
     /// The requested revision is newer than the store's.
-    #[error("mvcc: required revision is a future revision")]
+    #[error("etcdserver: mvcc: required revision is a future revision")]
     FutureRevision,
     /// A put or txn names a lease that does not exist.
     #[error("etcdserver: requested lease not found")]

@@ -102,10 +102,46 @@ impl Mvcc {
         self.keys.len()
     }
 
+    /// A copy of what a snapshot holds, taken quickly under the caller's read lock so the
+    /// snapshot can be written without blocking writers. Values are shared, not copied.
+    pub fn snapshot_view(&self) -> Mvcc {
+        Mvcc {
+            keys: self.keys.clone(),
+            revlog: VecDeque::new(),
+            current: self.current,
+            compacted: self.compacted,
+            leases: self.leases.clone(),
+            compact_cursor: None,
+            size: self.size,
+        }
+    }
+
+    /// Whether a compaction still has memory to reclaim with [`Mvcc::compact_step`].
+    pub fn compaction_pending(&self) -> bool {
+        self.compact_cursor.is_some()
+    }
+
     /// Reads a range at a revision.
     pub fn range(&self, req: &RangeRequest) -> Result<RangeResponse, Error> {
         let rev = self.read_revision(req.revision)?;
         Ok(self.range_at(req, rev))
+    }
+
+    /// A checksum of every live key-value at `revision` (0 = newest), for comparing replicas.
+    /// Returns it with the revision it covers.
+    pub fn hash_at(&self, revision: i64) -> Result<(u32, i64), Error> {
+        let rev = self.read_revision(revision)?;
+        let mut crc = 0u32;
+        for (key, history) in &self.keys {
+            if let Some(v) = history.live_at(rev) {
+                crc = crc32c::crc32c_append(crc, key);
+                crc = crc32c::crc32c_append(crc, v.value.as_deref().unwrap_or_default());
+                for n in [v.create_revision, v.rev.main, v.version, v.lease] {
+                    crc = crc32c::crc32c_append(crc, &n.to_le_bytes());
+                }
+            }
+        }
+        Ok((crc, rev))
     }
 
     /// Creates or replaces a key.
@@ -227,14 +263,12 @@ impl Mvcc {
         }
         let start = self.revlog.partition_point(|(rev, _)| rev.main < from);
         let mut events = Vec::new();
-        let mut scanned = 0;
         let mut last_main = None;
-        for (rev, key) in self.revlog.range(start..) {
+        for (scanned, (rev, key)) in self.revlog.range(start..).enumerate() {
             if last_main != Some(rev.main) && (events.len() >= max_events || scanned >= max_scan) {
                 return Ok((events, rev.main));
             }
             last_main = Some(rev.main);
-            scanned += 1;
             if !range.contains(key) {
                 continue;
             }

@@ -43,7 +43,7 @@ pub enum EventKind {
 }
 
 /// A change to one key, as delivered to watchers.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Event {
     /// Put or delete.
     pub kind: EventKind,
@@ -118,7 +118,7 @@ pub struct RangeRequest {
 }
 
 /// The result of a range.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RangeResponse {
     /// Matching keys, after limit.
     pub kvs: Vec<KeyValue>,
@@ -146,7 +146,7 @@ pub struct PutRequest {
 }
 
 /// The result of a put.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PutResponse {
     /// The previous state, if requested and the key existed.
     pub prev_kv: Option<KeyValue>,
@@ -164,7 +164,7 @@ pub struct DeleteRangeRequest {
 }
 
 /// The result of a delete.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeleteRangeResponse {
     /// Number of keys deleted.
     pub deleted: i64,
@@ -239,7 +239,7 @@ pub struct TxnRequest {
 }
 
 /// The result of one transaction operation.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ResponseOp {
     /// Result of a read.
     Range(RangeResponse),
@@ -252,7 +252,7 @@ pub enum ResponseOp {
 }
 
 /// The result of a transaction.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TxnResponse {
     /// Whether the success branch ran.
     pub succeeded: bool,

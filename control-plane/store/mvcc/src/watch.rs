@@ -223,6 +223,21 @@ impl WatchHub {
         }
     }
 
+    /// Moves every synced watcher to catching up from `from` (or its own start, if later). Used
+    /// when the state was replaced wholesale by a snapshot: the live stream no longer continues
+    /// what they saw, but the snapshot's history lets them catch up (or learn it was compacted).
+    pub fn lag_all(&mut self, from: i64) {
+        for watcher in self.watchers.values_mut() {
+            if watcher.synced {
+                watcher.synced = false;
+                watcher.mailbox.state.lock().catch_up_from = Some(from.max(watcher.min_revision));
+                watcher.mailbox.notify.notify_one();
+            }
+        }
+        self.exact.clear();
+        self.ranged.clear();
+    }
+
     /// Removes a watcher.
     pub fn cancel(&mut self, id: WatcherId) {
         if let Some(watcher) = self.watchers.remove(&id)

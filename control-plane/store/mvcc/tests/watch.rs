@@ -1,6 +1,8 @@
 //! Watch fan-out: synced delivery, filters, lagging on overflow, catch-up from history and
 //! resync without gaps or duplicates.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use common::*;

@@ -76,7 +76,12 @@ fn generated_code_is_fresh() -> Result<()> {
     let fresh = read_rs_files(tmp.path())?;
     assert_eq!(
         fresh.keys().map(String::as_str).collect::<Vec<_>>(),
-        ["authpb.rs", "basalt.store.peer.v1.rs", "etcdserverpb.rs", "mvccpb.rs"],
+        [
+            "authpb.rs",
+            "basalt.store.peer.v1.rs",
+            "etcdserverpb.rs",
+            "mvccpb.rs"
+        ],
         "generator produced an unexpected set of files"
     );
 

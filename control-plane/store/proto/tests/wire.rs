@@ -5,12 +5,12 @@
 //! round-tripping through our own encoder.
 
 use bytes::Bytes;
+use prost::Message;
 use store_proto::etcdserverpb::{
     Compare, PutRequest, RangeRequest, RequestOp, TxnRequest, WatchCreateRequest, WatchRequest,
     auth_server, cluster_server, compare, kv_server, lease_server, maintenance_server, request_op,
     watch_create_request, watch_request, watch_server,
 };
-use prost::Message;
 
 #[test]
 fn put_request_matches_etcd_field_numbers() {

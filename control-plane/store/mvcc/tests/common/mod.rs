@@ -1,5 +1,5 @@
 //! Small constructors shared by the store and watch tests.
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used)]
 
 use bytes::Bytes;
 use mvcc::*;
