@@ -10,9 +10,15 @@ use anyhow::{Context, Result, bail};
 
 use crate::cmd;
 
-/// Debian packages the tests and benchmarks drive: the real etcd and etcdctl are the store's
-/// compatibility peers and its benchmark baseline.
-const APT_PACKAGES: &[&str] = &["etcd-server", "etcd-client"];
+/// Debian packages the tests and benchmarks need: the real etcd and etcdctl are the store's
+/// compatibility peers and its benchmark baseline; protoc and the protobuf well-known types
+/// build the etcd-client crate that the benchmark's load generator and the tests use.
+const APT_PACKAGES: &[&str] = &[
+    "etcd-server",
+    "etcd-client",
+    "protobuf-compiler",
+    "libprotobuf-dev",
+];
 
 /// The bpf-linker release TOOLCHAIN.md verified against the machine's nightly LLVM.
 const BPF_LINKER_VERSION: &str = "0.13";

@@ -1,0 +1,272 @@
+//! A cluster of member processes on a loopback subnet of its own (127.a.b.1, 127.a.b.2, …),
+//! so that tests running in parallel never share an address.
+
+use std::net::Ipv4Addr;
+use std::time::{Duration, Instant};
+
+use etcd_client::{Client, ConnectOptions};
+use rand::Rng;
+
+use crate::process::{MemberProcess, MemberSpec, Server};
+
+/// How to start a cluster.
+#[derive(Debug, Clone)]
+pub struct ClusterOptions {
+    /// Basalt or etcd.
+    pub server: Server,
+    /// How many founding members.
+    pub members: usize,
+    /// Short heartbeat and election timeouts, so failover tests run quickly.
+    pub fast: bool,
+    /// Extra flags for every member.
+    pub extra: Vec<String>,
+}
+
+impl ClusterOptions {
+    /// `members` Basalt members with fast timeouts.
+    pub fn basalt(members: usize) -> ClusterOptions {
+        ClusterOptions {
+            server: Server::Basalt,
+            members,
+            fast: true,
+            extra: Vec::new(),
+        }
+    }
+
+    /// `members` etcd members with fast timeouts.
+    pub fn etcd(members: usize) -> ClusterOptions {
+        ClusterOptions {
+            server: Server::Etcd,
+            ..ClusterOptions::basalt(members)
+        }
+    }
+
+    /// Adds flags for every member.
+    pub fn with(mut self, flags: &[&str]) -> ClusterOptions {
+        self.extra.extend(flags.iter().map(|f| f.to_string()));
+        self
+    }
+}
+
+/// Running members and their directory. Dropping it kills them and deletes everything.
+pub struct Cluster {
+    /// The members, in the order they were added.
+    pub members: Vec<MemberProcess>,
+    options: ClusterOptions,
+    subnet: (u8, u8),
+    token: String,
+    dir: tempfile::TempDir,
+}
+
+impl Cluster {
+    /// Starts the founding members and waits until they have a leader.
+    pub async fn start(options: ClusterOptions) -> Cluster {
+        let mut rng = rand::rng();
+        let subnet = (rng.random_range(1..=254u8), rng.random_range(0..=255u8));
+        let dir = tempfile::Builder::new()
+            .prefix("basalt-cluster-")
+            .tempdir()
+            .expect("cluster directory");
+        let token = format!("test-{}", rng.random::<u32>());
+        let mut cluster = Cluster {
+            members: Vec::new(),
+            options,
+            subnet,
+            token,
+            dir,
+        };
+        let specs: Vec<MemberSpec> = (0..cluster.options.members)
+            .map(|i| cluster.spec(i))
+            .collect();
+        let initial = specs
+            .iter()
+            .map(|s| format!("{}={}", s.name, s.peer_url()))
+            .collect::<Vec<_>>()
+            .join(",");
+        for spec in specs {
+            let mut flags = cluster.common_flags();
+            flags.extend(["--initial-cluster".into(), initial.clone()]);
+            flags.extend(["--initial-cluster-state".into(), "new".into()]);
+            cluster
+                .members
+                .push(MemberProcess::start(cluster.options.server, spec, flags));
+        }
+        cluster.wait_ready(Duration::from_secs(30)).await;
+        cluster
+    }
+
+    fn spec(&self, i: usize) -> MemberSpec {
+        let name = format!("m{i}");
+        MemberSpec {
+            ip: Ipv4Addr::new(127, self.subnet.0, self.subnet.1, (i + 1) as u8),
+            client_port: 2379,
+            peer_port: 2380,
+            data_dir: self.dir.path().join(&name),
+            log: self.dir.path().join(format!("{name}.log")),
+            name,
+        }
+    }
+
+    fn common_flags(&self) -> Vec<String> {
+        let mut flags = vec!["--initial-cluster-token".to_string(), self.token.clone()];
+        if self.options.fast {
+            let (heartbeat, election) = match self.options.server {
+                Server::Basalt => ("50", "300"),
+                Server::Etcd => ("50", "500"),
+            };
+            flags.extend([
+                "--heartbeat-interval".into(),
+                heartbeat.into(),
+                "--election-timeout".into(),
+                election.into(),
+            ]);
+        }
+        flags.extend(self.options.extra.iter().cloned());
+        flags
+    }
+
+    /// Endpoints of members whose process is running.
+    pub fn endpoints(&mut self) -> Vec<String> {
+        self.members
+            .iter_mut()
+            .filter_map(|m| m.is_running().then(|| m.spec.endpoint()))
+            .collect()
+    }
+
+    /// All members' endpoints, running or not.
+    pub fn all_endpoints(&self) -> Vec<String> {
+        self.members.iter().map(|m| m.spec.endpoint()).collect()
+    }
+
+    /// A client balancing over the running members.
+    pub async fn client(&mut self) -> Client {
+        let endpoints = self.endpoints();
+        connect(&endpoints).await
+    }
+
+    /// A client talking to member `i` only.
+    pub async fn client_to(&self, i: usize) -> Client {
+        connect(&[self.members[i].spec.endpoint()]).await
+    }
+
+    /// The index of the member that leads, as the running members report it.
+    pub async fn leader(&mut self) -> Option<usize> {
+        for i in 0..self.members.len() {
+            if !self.members[i].is_running() {
+                continue;
+            }
+            let Ok(mut client) = try_connect(&[self.members[i].spec.endpoint()]).await else {
+                continue;
+            };
+            if let Ok(status) = client.status().await {
+                if status.leader() == 0 {
+                    continue;
+                }
+                let Some(header) = status.header() else {
+                    continue;
+                };
+                if status.leader() == header.member_id() {
+                    return Some(i);
+                }
+            }
+        }
+        None
+    }
+
+    /// Waits until every running member knows a leader and serves a linearizable read.
+    pub async fn wait_ready(&mut self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        'retry: while Instant::now() < deadline {
+            for i in 0..self.members.len() {
+                if !self.members[i].is_running() {
+                    continue;
+                }
+                let Ok(mut client) = try_connect(&[self.members[i].spec.endpoint()]).await else {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue 'retry;
+                };
+                let ready = matches!(client.status().await, Ok(s) if s.leader() != 0)
+                    && client.get("ready-probe", None).await.is_ok();
+                if !ready {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue 'retry;
+                }
+            }
+            return;
+        }
+        let logs: Vec<String> = self
+            .members
+            .iter()
+            .map(|m| format!("--- {}:\n{}", m.spec.name, m.log_tail(30)))
+            .collect();
+        panic!("cluster not ready within {timeout:?}\n{}", logs.join("\n"));
+    }
+
+    /// SIGKILLs member `i`.
+    pub fn kill(&mut self, i: usize) {
+        self.members[i].kill();
+    }
+
+    /// Restarts member `i` on its data directory.
+    pub fn restart(&mut self, i: usize) {
+        self.members[i].restart(None);
+    }
+
+    /// Prepares the next member (not started): its spec, for `member add`.
+    pub fn next_spec(&self) -> MemberSpec {
+        self.spec(self.members.len())
+    }
+
+    /// Starts a member that `member add` already added, joining the running cluster.
+    pub fn join(&mut self, spec: MemberSpec) -> usize {
+        let mut flags = self.common_flags();
+        flags.extend(["--initial-cluster-state".into(), "existing".into()]);
+        if self.options.server == Server::Etcd {
+            // etcd needs the whole membership to join; Basalt learns it from the leader.
+            let mut initial: Vec<String> = self
+                .members
+                .iter()
+                .map(|m| format!("{}={}", m.spec.name, m.spec.peer_url()))
+                .collect();
+            initial.push(format!("{}={}", spec.name, spec.peer_url()));
+            flags.extend(["--initial-cluster".into(), initial.join(",")]);
+        }
+        self.members
+            .push(MemberProcess::start(self.options.server, spec, flags));
+        self.members.len() - 1
+    }
+
+    /// The cluster's directory (member data and logs).
+    pub fn dir(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+
+    /// Every member's recent log lines, for failure messages.
+    pub fn logs(&self) -> String {
+        self.members
+            .iter()
+            .map(|m| format!("--- {}:\n{}", m.spec.name, m.log_tail(40)))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+}
+
+/// Connects to endpoints, retrying while they start.
+pub async fn connect(endpoints: &[String]) -> Client {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        match try_connect(endpoints).await {
+            Ok(client) => return client,
+            Err(e) if Instant::now() > deadline => panic!("cannot connect to {endpoints:?}: {e}"),
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+}
+
+/// One connection attempt with short timeouts.
+pub async fn try_connect(endpoints: &[String]) -> Result<Client, etcd_client::Error> {
+    let options = ConnectOptions::new()
+        .with_connect_timeout(Duration::from_secs(2))
+        .with_timeout(Duration::from_secs(10));
+    Client::connect(endpoints, Some(options)).await
+}
