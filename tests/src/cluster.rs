@@ -2,6 +2,7 @@
 //! so that tests running in parallel never share an address.
 
 use std::net::Ipv4Addr;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use etcd_client::{Client, ConnectOptions};
@@ -20,6 +21,9 @@ pub struct ClusterOptions {
     pub fast: bool,
     /// Extra flags for every member.
     pub extra: Vec<String>,
+    /// Where to create the cluster's directory (default: the system's temporary directory),
+    /// e.g. to put data on the disk a benchmark should measure.
+    pub parent_dir: Option<PathBuf>,
 }
 
 impl ClusterOptions {
@@ -30,6 +34,7 @@ impl ClusterOptions {
             members,
             fast: true,
             extra: Vec::new(),
+            parent_dir: None,
         }
     }
 
@@ -39,6 +44,19 @@ impl ClusterOptions {
             server: Server::Etcd,
             ..ClusterOptions::basalt(members)
         }
+    }
+
+    /// Keeps each server's default heartbeat and election timeouts (benchmarks want the
+    /// production settings, not the short ones that make failover tests quick).
+    pub fn default_timeouts(mut self) -> ClusterOptions {
+        self.fast = false;
+        self
+    }
+
+    /// Creates the cluster's directory under `parent`.
+    pub fn in_dir(mut self, parent: impl Into<PathBuf>) -> ClusterOptions {
+        self.parent_dir = Some(parent.into());
+        self
     }
 
     /// Adds flags for every member.
@@ -63,10 +81,13 @@ impl Cluster {
     pub async fn start(options: ClusterOptions) -> Cluster {
         let mut rng = rand::rng();
         let subnet = (rng.random_range(1..=254u8), rng.random_range(0..=255u8));
-        let dir = tempfile::Builder::new()
-            .prefix("basalt-cluster-")
-            .tempdir()
-            .expect("cluster directory");
+        let mut builder = tempfile::Builder::new();
+        builder.prefix("basalt-cluster-");
+        let dir = match &options.parent_dir {
+            Some(parent) => builder.tempdir_in(parent),
+            None => builder.tempdir(),
+        }
+        .expect("cluster directory");
         let token = format!("test-{}", rng.random::<u32>());
         let mut cluster = Cluster {
             members: Vec::new(),

@@ -20,11 +20,12 @@ pub enum Server {
 pub fn binary(name: &str) -> PathBuf {
     static BUILT: OnceLock<()> = OnceLock::new();
     let exe = std::env::current_exe().expect("test executable path");
-    // target/<profile>/deps/<test> → target/<profile>/<name>
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target profile directory");
+    // Tests live in target/<profile>/deps/<test>, binaries such as store-bench in
+    // target/<profile>/<bin>; either way the workspace binaries are in target/<profile>.
+    let mut profile_dir = exe.parent().expect("target profile directory");
+    if profile_dir.ends_with("deps") {
+        profile_dir = profile_dir.parent().expect("target profile directory");
+    }
     BUILT.get_or_init(|| {
         if std::env::var_os("BASALT_SKIP_BUILD").is_some() {
             return;

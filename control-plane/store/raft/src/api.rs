@@ -92,8 +92,9 @@ impl StoreNode {
         } else {
             id
         };
-        let outcome = self.propose(Op::LeaseGrant { id, ttl }).await?;
-        let _ = outcome;
+        self.propose(Op::LeaseGrant { id, ttl }).await?;
+        // Start the lease's clock on the leader now rather than at its next expiry tick.
+        self.lease_keep_alive(id).await?;
         Ok((id, ttl))
     }
 

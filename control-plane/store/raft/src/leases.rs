@@ -122,7 +122,7 @@ impl Inner {
         Ok(ttl)
     }
 
-    /// Seconds a lease has left (rounded up). Only valid on the leader.
+    /// Whole seconds a lease has left (truncated, as etcd reports it). Only valid on the leader.
     pub fn remaining_as_leader(&self, id: i64) -> Result<i64, StoreError> {
         if self.leading_term().is_none() {
             return Err(StoreError::NotLeader);
@@ -133,7 +133,7 @@ impl Inner {
             None => ttl,
             Some(deadline) => {
                 let left = deadline.saturating_duration_since(Instant::now());
-                i64::try_from(left.as_millis().div_ceil(1000)).unwrap_or(ttl)
+                i64::try_from(left.as_secs()).unwrap_or(ttl)
             }
         })
     }

@@ -316,20 +316,25 @@ pub fn delete_response(r: mvcc::DeleteRangeResponse) -> pb::DeleteRangeResponse 
     }
 }
 
-/// A transaction response on the wire; nested responses carry the same header, as etcd's do.
+/// A transaction response on the wire. As in etcd, the nested responses' headers carry only
+/// the revision.
 pub fn txn_response(r: mvcc::TxnResponse, header: &pb::ResponseHeader) -> pb::TxnResponse {
     use pb::response_op::Response;
+    let nested = pb::ResponseHeader {
+        revision: header.revision,
+        ..Default::default()
+    };
     let responses = r
         .responses
         .into_iter()
         .map(|op| pb::ResponseOp {
             response: Some(match op {
                 mvcc::ResponseOp::Range(r) => Response::ResponseRange(pb::RangeResponse {
-                    header: Some(*header),
+                    header: Some(nested),
                     ..range_response(r)
                 }),
                 mvcc::ResponseOp::Put(r) => Response::ResponsePut(pb::PutResponse {
-                    header: Some(*header),
+                    header: Some(nested),
                     ..put_response(r)
                 }),
                 mvcc::ResponseOp::DeleteRange(r) => {
@@ -338,7 +343,7 @@ pub fn txn_response(r: mvcc::TxnResponse, header: &pb::ResponseHeader) -> pb::Tx
                         ..delete_response(r)
                     })
                 }
-                mvcc::ResponseOp::Txn(r) => Response::ResponseTxn(txn_response(r, header)),
+                mvcc::ResponseOp::Txn(r) => Response::ResponseTxn(txn_response(r, &nested)),
             }),
         })
         .collect();
