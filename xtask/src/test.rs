@@ -1,8 +1,9 @@
 //! `cargo xtask test`: the one command CI and developers run.
 //!
-//! It checks formatting and lints, then runs every test with nextest: unit tests, integration
-//! tests against real kernels and processes, and end-to-end clusters. Extra arguments go to
-//! nextest (for example a test-name filter).
+//! It checks formatting and lints, builds every binary the end-to-end tests start, then runs
+//! every test with nextest: unit tests, integration tests against real kernels and processes,
+//! and end-to-end clusters (`.config/nextest.toml` runs those one at a time). Extra arguments
+//! go to nextest (for example a test-name filter).
 
 use std::process::Command;
 
@@ -12,22 +13,22 @@ use crate::cmd;
 
 pub fn run(args: &[String]) -> Result<()> {
     let root = cmd::workspace_root();
-    cmd::run_command(
-        Command::new("cargo")
-            .current_dir(&root)
-            .args(["fmt", "--all", "--", "--check"]),
-    )?;
-    cmd::run_command(Command::new("cargo").current_dir(&root).args([
+    let cargo =
+        |args: &[&str]| cmd::run_command(Command::new("cargo").current_dir(&root).args(args));
+    cargo(&["fmt", "--all", "--", "--check"])?;
+    cargo(&[
         "clippy",
         "--workspace",
         "--all-targets",
         "--",
         "-D",
         "warnings",
-    ]))?;
+    ])?;
+    cargo(&["build", "--workspace", "--bins"])?;
     cmd::run_command(
         Command::new("cargo")
             .current_dir(&root)
+            .env("BASALT_SKIP_BUILD", "1")
             .args(["nextest", "run", "--workspace", "--no-fail-fast"])
             .args(args),
     )

@@ -52,6 +52,8 @@ pub struct NodeConfig {
     pub max_inflight_batches: usize,
     /// Refuse writes once the store holds this many bytes (0 = no quota).
     pub quota_bytes: u64,
+    /// Refuse writes while the data directory's filesystem has less free space (0 = no check).
+    pub disk_reserve_bytes: u64,
 }
 
 impl NodeConfig {
@@ -81,6 +83,7 @@ impl NodeConfig {
             max_batch_bytes: 4 << 20,
             max_inflight_batches: 8,
             quota_bytes: 8 << 30,
+            disk_reserve_bytes: 64 << 20,
         }
     }
 

@@ -15,6 +15,7 @@ mod api;
 mod coalesce;
 mod codec;
 mod config;
+mod disk;
 mod error;
 mod forward;
 mod leases;

@@ -20,6 +20,7 @@ use tokio::task::JoinHandle;
 
 use crate::coalesce::Coalescer;
 use crate::config::{ClusterState, NodeConfig, member_id};
+use crate::disk::DiskGuard;
 use crate::error::StoreError;
 use crate::forward::{ForwardRequest, ForwardResponse, ForwardResult};
 use crate::leases::LeaseClock;
@@ -71,6 +72,7 @@ pub(crate) struct Inner {
     pub leader_reads: Arc<Coalescer<ForwardResult>>,
     pub leases: LeaseClock,
     pub applied: watch::Receiver<u64>,
+    pub disk: DiskGuard,
     pub stop: watch::Sender<bool>,
     pub tasks: Mutex<Vec<JoinHandle<()>>>,
 }
@@ -113,6 +115,7 @@ impl StoreNode {
             leader_reads: Coalescer::new(),
             leases: LeaseClock::default(),
             applied,
+            disk: DiskGuard::new(config.data_dir.clone(), config.disk_reserve_bytes),
             stop,
             tasks: Mutex::new(Vec::new()),
             config,
@@ -192,6 +195,25 @@ impl StoreNode {
     /// a read of local state is linearizable.
     pub async fn linearize(&self) -> Result<(), StoreError> {
         self.inner.linearize().await
+    }
+
+    /// Whether writes are being refused for lack of space (quota or disk reserve).
+    pub fn out_of_space(&self) -> bool {
+        self.inner.out_of_space()
+    }
+
+    /// Resolves when Raft has stopped on a fatal error (storage failure); the member can
+    /// then serve nothing reliably and should be restarted.
+    pub async fn fatal(&self) -> String {
+        let mut metrics = self.inner.raft.metrics();
+        loop {
+            if let Err(fatal) = &metrics.borrow_watched().running_state {
+                return fatal.to_string();
+            }
+            if metrics.changed().await.is_err() {
+                return "raft stopped".to_owned();
+            }
+        }
     }
 
     /// The log's counters (for status and benchmarks).
@@ -277,17 +299,30 @@ impl Inner {
         rx.await.map_err(|_| StoreError::Stopped)?
     }
 
-    /// Refuses writes that grow the store past its quota (deletes and revokes still pass, so
-    /// an operator can free space).
+    /// Refuses writes that grow the store past its quota or fill the disk past its reserve
+    /// (deletes and revokes still pass, so an operator can free space).
     fn check_space(&self, op: &Op) -> Result<(), StoreError> {
         let grows = matches!(op, Op::Put(_) | Op::Txn(_) | Op::LeaseGrant { .. });
-        if grows && self.config.quota_bytes > 0 {
+        if !grows {
+            return Ok(());
+        }
+        if self.config.quota_bytes > 0 {
             let size = self.shared.state.read().mvcc.size_bytes() as u64;
             if size >= self.config.quota_bytes {
                 return Err(StoreError::NoSpace);
             }
         }
+        if !self.disk.has_room() {
+            return Err(StoreError::NoSpace);
+        }
         Ok(())
+    }
+
+    /// Whether writes would currently be refused for lack of space.
+    pub fn out_of_space(&self) -> bool {
+        let over_quota = self.config.quota_bytes > 0
+            && self.shared.state.read().mvcc.size_bytes() as u64 >= self.config.quota_bytes;
+        over_quota || !self.disk.has_room()
     }
 
     pub async fn linearize(self: &Arc<Self>) -> Result<(), StoreError> {

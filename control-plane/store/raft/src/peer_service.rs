@@ -107,7 +107,12 @@ impl RaftPeer for PeerService {
             payload: first.header,
         })?;
         let path = self.snapshots.temp_path();
-        let mut file = std::fs::File::create(&path)
+        // Read and write: the state machine reads the file back to install it.
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)
             .map_err(|e| Status::internal(format!("snapshot file: {e}")))?;
         let received = async {
             while let Some(chunk) = chunks.message().await? {

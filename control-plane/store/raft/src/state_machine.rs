@@ -248,6 +248,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         self.shared.set_applied(meta.last_log_id);
         if !self.snapshots.is_committed(&path) {
             let index = meta.last_log_id.map_or(0, |id| id.index);
+            tracing::info!(index, "snapshot received from the leader and installed");
             let snapshots = self.snapshots.clone();
             tokio::task::spawn_blocking(move || snapshots.commit(&path, index))
                 .await

@@ -32,8 +32,7 @@ impl MaintenanceService {
     }
 
     fn no_space(&self) -> bool {
-        let quota = self.node.config().quota_bytes;
-        quota > 0 && self.node.status().db_size as u64 >= quota
+        self.node.out_of_space()
     }
 }
 

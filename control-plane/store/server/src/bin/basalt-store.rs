@@ -68,6 +68,9 @@ struct Args {
     /// Refuse writes once the store holds this many bytes (0: no quota).
     #[arg(long, default_value_t = 8 << 30)]
     quota_backend_bytes: u64,
+    /// Refuse writes while the data directory's filesystem has less free space (0: no check).
+    #[arg(long, default_value_t = 64 << 20)]
+    disk_reserve_bytes: u64,
     /// Compact history older than this many revisions, every five minutes (0: never).
     #[arg(long, default_value_t = 0)]
     auto_compaction_retention: i64,
@@ -157,6 +160,7 @@ async fn main() -> Result<()> {
     config.snapshot_entries = args.snapshot_count;
     config.catch_up_entries = args.snapshot_catchup_entries;
     config.quota_bytes = args.quota_backend_bytes;
+    config.disk_reserve_bytes = args.disk_reserve_bytes;
     if config.cluster_state == ClusterState::New
         && !config
             .initial_cluster
@@ -205,9 +209,16 @@ async fn main() -> Result<()> {
     }
 
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = terminate.recv() => {}
+    let fatal = tokio::select! {
+        _ = tokio::signal::ctrl_c() => None,
+        _ = terminate.recv() => None,
+        reason = node.fatal() => Some(reason),
+    };
+    if let Some(reason) = fatal {
+        // Raft cannot go on after a storage failure; exit so a supervisor restarts the
+        // member, which recovers from what is durably on disk.
+        tracing::error!("raft stopped on a fatal error: {reason}");
+        std::process::exit(2);
     }
     tracing::info!("shutting down");
     let _ = stop.send(true);
