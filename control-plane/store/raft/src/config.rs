@@ -4,6 +4,43 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+/// A TLS identity and the CA its peers' certificates must chain to (PEM).
+#[derive(Clone)]
+pub struct Tls {
+    /// This side's certificate chain.
+    pub cert: Vec<u8>,
+    /// This side's private key.
+    pub key: Vec<u8>,
+    /// The CA that signs the other side's certificates.
+    pub ca: Vec<u8>,
+}
+
+impl std::fmt::Debug for Tls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print key material.
+        f.write_str("Tls { .. }")
+    }
+}
+
+impl Tls {
+    /// Reads the three PEM files.
+    pub fn from_files(
+        cert: &std::path::Path,
+        key: &std::path::Path,
+        ca: &std::path::Path,
+    ) -> std::io::Result<Tls> {
+        let read = |path: &std::path::Path| {
+            std::fs::read(path)
+                .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", path.display())))
+        };
+        Ok(Tls {
+            cert: read(cert)?,
+            key: read(key)?,
+            ca: read(ca)?,
+        })
+    }
+}
+
 /// Whether a member starts a new cluster or joins a running one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ClusterState {
@@ -54,6 +91,9 @@ pub struct NodeConfig {
     pub quota_bytes: u64,
     /// Refuse writes while the data directory's filesystem has less free space (0 = no check).
     pub disk_reserve_bytes: u64,
+    /// Mutual TLS between members: both sides present certificates signed by the CA. `None`
+    /// is plain text, for tests and loopback only.
+    pub peer_tls: Option<Tls>,
 }
 
 impl NodeConfig {
@@ -84,6 +124,7 @@ impl NodeConfig {
             max_inflight_batches: 8,
             quota_bytes: 8 << 30,
             disk_reserve_bytes: 64 << 20,
+            peer_tls: None,
         }
     }
 

@@ -31,7 +31,7 @@ mod types;
 mod watcher;
 
 pub use api::{LeaseTtl, MAX_LEASE_TTL, Status};
-pub use config::{ClusterState, NodeConfig, member_id};
+pub use config::{ClusterState, NodeConfig, Tls, member_id};
 pub use error::StoreError;
 pub use members::MemberInfo;
 pub use node::{StartError, StoreNode};

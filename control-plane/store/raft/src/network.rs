@@ -23,7 +23,9 @@ use openraft::{AnyError, OptionalSend};
 use parking_lot::Mutex;
 use store_proto::peer::raft_peer_client::RaftPeerClient;
 use store_proto::peer::{Frame, SnapshotChunk};
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+
+use crate::config::Tls;
 
 use crate::codec::{decode, encode};
 use crate::forward::{ForwardRequest, ForwardResult};
@@ -37,17 +39,36 @@ const SNAPSHOT_CHUNK: usize = 1 << 20;
 #[derive(Clone, Default)]
 pub struct Peers {
     channels: Arc<Mutex<HashMap<String, Channel>>>,
+    tls: Option<ClientTlsConfig>,
 }
 
 impl Peers {
+    /// Peers reached in plain text, or with mutual TLS when `tls` is given.
+    pub fn new(tls: Option<&Tls>) -> Peers {
+        Peers {
+            channels: Arc::default(),
+            tls: tls.map(|tls| {
+                ClientTlsConfig::new()
+                    .ca_certificate(Certificate::from_pem(&tls.ca))
+                    .identity(Identity::from_pem(&tls.cert, &tls.key))
+            }),
+        }
+    }
+
     /// A client for the peer at `url`, reusing its channel.
     pub fn client(&self, url: &str) -> Result<RaftPeerClient<Channel>, String> {
         let mut channels = self.channels.lock();
         if let Some(channel) = channels.get(url) {
             return Ok(client(channel.clone()));
         }
-        let channel = Endpoint::from_shared(url.to_owned())
-            .map_err(|e| format!("invalid peer url {url:?}: {e}"))?
+        let mut endpoint = Endpoint::from_shared(url.to_owned())
+            .map_err(|e| format!("invalid peer url {url:?}: {e}"))?;
+        if let Some(tls) = &self.tls {
+            endpoint = endpoint
+                .tls_config(tls.clone())
+                .map_err(|e| format!("tls for peer {url}: {e}"))?;
+        }
+        let channel = endpoint
             .connect_timeout(Duration::from_secs(1))
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(10))

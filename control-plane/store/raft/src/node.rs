@@ -17,6 +17,7 @@ use parking_lot::Mutex;
 use store_proto::peer::raft_peer_server::RaftPeerServer;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
+use tonic::transport::{Certificate, Identity, ServerTlsConfig};
 
 use crate::coalesce::Coalescer;
 use crate::config::{ClusterState, NodeConfig, member_id};
@@ -86,7 +87,7 @@ impl StoreNode {
         let snapshots = Arc::new(SnapshotStore::open(&config.data_dir.join("snap"))?);
         let (shared, applied) = Shared::new(config.watch_mailbox);
         let raft_config = raft_config(&config)?;
-        let peers = Peers::default();
+        let peers = Peers::new(config.peer_tls.as_ref());
         let raft = Raft::new(
             id,
             Arc::new(raft_config),
@@ -126,7 +127,16 @@ impl StoreNode {
             snapshots,
             Arc::new(LeaderService(inner.clone())),
         );
-        let server = tonic::transport::Server::builder()
+        let mut builder = tonic::transport::Server::builder();
+        if let Some(tls) = &inner.config.peer_tls {
+            let tls = ServerTlsConfig::new()
+                .identity(Identity::from_pem(&tls.cert, &tls.key))
+                .client_ca_root(Certificate::from_pem(&tls.ca));
+            builder = builder
+                .tls_config(tls)
+                .map_err(|e| StartError::Config(format!("peer tls: {e}")))?;
+        }
+        let server = builder
             .tcp_nodelay(true)
             .initial_stream_window_size(Some(4 << 20))
             .initial_connection_window_size(Some(8 << 20))

@@ -23,7 +23,8 @@ use store_proto::etcdserverpb::kv_server::KvServer;
 use store_proto::etcdserverpb::lease_server::LeaseServer;
 use store_proto::etcdserverpb::maintenance_server::MaintenanceServer;
 use store_proto::etcdserverpb::watch_server::WatchServer;
-use store_raft::StoreNode;
+use store_raft::{StoreNode, Tls};
+use tonic::transport::{Certificate, Identity, ServerTlsConfig};
 
 /// How the client API behaves.
 #[derive(Debug, Clone)]
@@ -32,6 +33,11 @@ pub struct ApiConfig {
     pub limits: Limits,
     /// Interval of progress notifications for watchers that ask for them.
     pub watch_progress_interval: Duration,
+    /// Serve over TLS with this identity; with `client_cert_auth`, clients must present a
+    /// certificate signed by its CA.
+    pub tls: Option<Tls>,
+    /// Require client certificates (etcd's `--client-cert-auth`).
+    pub client_cert_auth: bool,
 }
 
 impl Default for ApiConfig {
@@ -39,6 +45,8 @@ impl Default for ApiConfig {
         ApiConfig {
             limits: Limits::default(),
             watch_progress_interval: Duration::from_secs(600),
+            tls: None,
+            client_cert_auth: false,
         }
     }
 }
@@ -86,7 +94,16 @@ pub async fn serve_listener(
         .max_decoding_message_size(max_decode);
     let maintenance = MaintenanceServer::new(maintenance::MaintenanceService::new(node))
         .max_decoding_message_size(max_decode);
-    tonic::transport::Server::builder()
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = &config.tls {
+        let mut server_tls =
+            ServerTlsConfig::new().identity(Identity::from_pem(&tls.cert, &tls.key));
+        if config.client_cert_auth {
+            server_tls = server_tls.client_ca_root(Certificate::from_pem(&tls.ca));
+        }
+        builder = builder.tls_config(server_tls)?;
+    }
+    builder
         .tcp_nodelay(true)
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .add_service(kv)

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::Parser;
-use store_raft::{ClusterState, NodeConfig, StoreNode};
+use store_raft::{ClusterState, NodeConfig, StoreNode, Tls};
 use store_server::{ApiConfig, Limits};
 use tracing_subscriber::EnvFilter;
 
@@ -77,16 +77,41 @@ struct Args {
     /// Interval of progress notifications for watchers that ask for them.
     #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
     watch_progress_notify_interval: Duration,
+    /// Certificate for the client API (serve https://).
+    #[arg(long, requires = "key_file")]
+    cert_file: Option<PathBuf>,
+    /// Private key for the client API certificate.
+    #[arg(long, requires = "cert_file")]
+    key_file: Option<PathBuf>,
+    /// CA that signs client certificates.
+    #[arg(long)]
+    trusted_ca_file: Option<PathBuf>,
+    /// Require clients to present a certificate signed by --trusted-ca-file.
+    #[arg(long, requires = "trusted_ca_file")]
+    client_cert_auth: bool,
+    /// Certificate for the peer protocol; peers then authenticate each other with it (mutual TLS).
+    #[arg(long, requires_all = ["peer_key_file", "peer_trusted_ca_file"])]
+    peer_cert_file: Option<PathBuf>,
+    /// Private key for the peer certificate.
+    #[arg(long, requires = "peer_cert_file")]
+    peer_key_file: Option<PathBuf>,
+    /// CA that signs every member's peer certificate.
+    #[arg(long, requires = "peer_cert_file")]
+    peer_trusted_ca_file: Option<PathBuf>,
     /// Log filter (tracing `EnvFilter` syntax); RUST_LOG overrides it.
     #[arg(long, default_value = "info")]
     log_level: String,
 }
 
-/// The socket address of an `http://ip:port` URL.
-fn socket_addr(url: &str, flag: &str) -> Result<SocketAddr> {
+/// The socket address of an `http(s)://ip:port` URL; the scheme must say whether TLS is on.
+fn socket_addr(url: &str, flag: &str, tls: bool) -> Result<SocketAddr> {
     let parsed = url::Url::parse(url).with_context(|| format!("--{flag}: {url:?} is not a URL"))?;
-    if parsed.scheme() != "http" {
-        bail!("--{flag}: {url:?}: only http:// is supported so far");
+    match (parsed.scheme(), tls) {
+        ("https", true) | ("http", false) => {}
+        (_, true) => bail!("--{flag}: {url:?} must be https:// when a certificate is configured"),
+        (_, false) => {
+            bail!("--{flag}: {url:?} must be http:// without a certificate (or configure one)")
+        }
     }
     let host = parsed
         .host_str()
@@ -124,7 +149,34 @@ async fn main() -> Result<()> {
         .with_writer(std::io::stderr)
         .init();
 
-    let listen_peer = socket_addr(&args.listen_peer_urls, "listen-peer-urls")?;
+    let peer_tls = match (
+        &args.peer_cert_file,
+        &args.peer_key_file,
+        &args.peer_trusted_ca_file,
+    ) {
+        (Some(cert), Some(key), Some(ca)) => {
+            Some(Tls::from_files(cert, key, ca).context("peer TLS")?)
+        }
+        _ => None,
+    };
+    let client_tls = match (&args.cert_file, &args.key_file) {
+        (Some(cert), Some(key)) => {
+            let ca = match &args.trusted_ca_file {
+                Some(ca) => std::fs::read(ca)
+                    .with_context(|| format!("--trusted-ca-file {}", ca.display()))?,
+                None => Vec::new(),
+            };
+            let mut tls = Tls::from_files(cert, key, cert).context("client TLS")?;
+            tls.ca = ca;
+            Some(tls)
+        }
+        _ => None,
+    };
+    let listen_peer = socket_addr(
+        &args.listen_peer_urls,
+        "listen-peer-urls",
+        peer_tls.is_some(),
+    )?;
     let advertise_peer = args
         .initial_advertise_peer_urls
         .clone()
@@ -134,7 +186,7 @@ async fn main() -> Result<()> {
     let client_addrs = args
         .listen_client_urls
         .iter()
-        .map(|url| socket_addr(url, "listen-client-urls"))
+        .map(|url| socket_addr(url, "listen-client-urls", client_tls.is_some()))
         .collect::<Result<Vec<_>>>()?;
     let data_dir = args
         .data_dir
@@ -161,6 +213,7 @@ async fn main() -> Result<()> {
     config.catch_up_entries = args.snapshot_catchup_entries;
     config.quota_bytes = args.quota_backend_bytes;
     config.disk_reserve_bytes = args.disk_reserve_bytes;
+    config.peer_tls = peer_tls;
     if config.cluster_state == ClusterState::New
         && !config
             .initial_cluster
@@ -186,6 +239,8 @@ async fn main() -> Result<()> {
             max_txn_ops: args.max_txn_ops,
         },
         watch_progress_interval: args.watch_progress_notify_interval,
+        tls: client_tls,
+        client_cert_auth: args.client_cert_auth,
     };
     let (stop, _) = tokio::sync::watch::channel(false);
     let mut servers = Vec::new();
