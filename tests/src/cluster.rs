@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use etcd_client::{Client, ConnectOptions};
 use rand::Rng;
 
+use crate::pki::Pki;
 use crate::process::{MemberProcess, MemberSpec, Server};
 
 /// How to start a cluster.
@@ -24,6 +25,8 @@ pub struct ClusterOptions {
     /// Where to create the cluster's directory (default: the system's temporary directory),
     /// e.g. to put data on the disk a benchmark should measure.
     pub parent_dir: Option<PathBuf>,
+    /// Mutual TLS on the client and peer APIs, with a throwaway CA.
+    pub tls: bool,
 }
 
 impl ClusterOptions {
@@ -35,6 +38,7 @@ impl ClusterOptions {
             fast: true,
             extra: Vec::new(),
             parent_dir: None,
+            tls: false,
         }
     }
 
@@ -59,6 +63,12 @@ impl ClusterOptions {
         self
     }
 
+    /// Turns on mutual TLS.
+    pub fn with_tls(mut self) -> ClusterOptions {
+        self.tls = true;
+        self
+    }
+
     /// Adds flags for every member.
     pub fn with(mut self, flags: &[&str]) -> ClusterOptions {
         self.extra.extend(flags.iter().map(|f| f.to_string()));
@@ -73,6 +83,8 @@ pub struct Cluster {
     options: ClusterOptions,
     subnet: (u8, u8),
     token: String,
+    /// The certificates of a TLS cluster.
+    pub pki: Option<Pki>,
     dir: tempfile::TempDir,
 }
 
@@ -89,11 +101,18 @@ impl Cluster {
         }
         .expect("cluster directory");
         let token = format!("test-{}", rng.random::<u32>());
+        let pki = options.tls.then(|| {
+            let ips: Vec<Ipv4Addr> = (1..=9)
+                .map(|n| Ipv4Addr::new(127, subnet.0, subnet.1, n))
+                .collect();
+            Pki::issue(&dir.path().join("pki"), &ips)
+        });
         let mut cluster = Cluster {
             members: Vec::new(),
             options,
             subnet,
             token,
+            pki,
             dir,
         };
         let specs: Vec<MemberSpec> = (0..cluster.options.members)
@@ -124,6 +143,7 @@ impl Cluster {
             peer_port: 2380,
             data_dir: self.dir.path().join(&name),
             log: self.dir.path().join(format!("{name}.log")),
+            tls: self.options.tls,
             name,
         }
     }
@@ -142,8 +162,30 @@ impl Cluster {
                 election.into(),
             ]);
         }
+        if let Some(pki) = &self.pki {
+            flags.extend(pki.member_flags());
+        }
         flags.extend(self.options.extra.iter().cloned());
         flags
+    }
+
+    /// How clients reach this cluster (with the client certificate if TLS is on).
+    pub fn access(&self) -> Access {
+        Access {
+            tls: self.pki.as_ref().map(Pki::client_tls),
+        }
+    }
+
+    /// Runs etcdctl against the running members, with the client certificate if TLS is on.
+    pub fn etcdctl(&mut self, args: &[&str]) -> crate::etcdctl::Run {
+        let mut all: Vec<String> = self
+            .pki
+            .as_ref()
+            .map(Pki::etcdctl_flags)
+            .unwrap_or_default();
+        all.extend(args.iter().map(|a| a.to_string()));
+        let all: Vec<&str> = all.iter().map(String::as_str).collect();
+        crate::etcdctl::etcdctl(&self.endpoints(), &all)
     }
 
     /// Endpoints of members whose process is running.
@@ -162,12 +204,14 @@ impl Cluster {
     /// A client balancing over the running members.
     pub async fn client(&mut self) -> Client {
         let endpoints = self.endpoints();
-        connect(&endpoints).await
+        self.access().connect(&endpoints).await
     }
 
     /// A client talking to member `i` only.
     pub async fn client_to(&self, i: usize) -> Client {
-        connect(&[self.members[i].spec.endpoint()]).await
+        self.access()
+            .connect(&[self.members[i].spec.endpoint()])
+            .await
     }
 
     /// The index of the member that leads, as the running members report it.
@@ -176,7 +220,11 @@ impl Cluster {
             if !self.members[i].is_running() {
                 continue;
             }
-            let Ok(mut client) = try_connect(&[self.members[i].spec.endpoint()]).await else {
+            let Ok(mut client) = self
+                .access()
+                .try_connect(&[self.members[i].spec.endpoint()])
+                .await
+            else {
                 continue;
             };
             if let Ok(status) = client.status().await {
@@ -202,7 +250,11 @@ impl Cluster {
                 if !self.members[i].is_running() {
                     continue;
                 }
-                let Ok(mut client) = try_connect(&[self.members[i].spec.endpoint()]).await else {
+                let Ok(mut client) = self
+                    .access()
+                    .try_connect(&[self.members[i].spec.endpoint()])
+                    .await
+                else {
                     tokio::time::sleep(Duration::from_millis(100)).await;
                     continue 'retry;
                 };
@@ -269,6 +321,43 @@ impl Cluster {
             .map(|m| format!("--- {}:\n{}", m.spec.name, m.log_tail(40)))
             .collect::<Vec<_>>()
             .join("\n")
+    }
+}
+
+/// How clients reach a cluster: plain, or with a TLS client identity.
+#[derive(Clone, Default)]
+pub struct Access {
+    tls: Option<etcd_client::TlsOptions>,
+}
+
+impl Access {
+    /// Connects, retrying while the members start.
+    pub async fn connect(&self, endpoints: &[String]) -> Client {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            match self.try_connect(endpoints).await {
+                Ok(client) => return client,
+                Err(e) if Instant::now() > deadline => {
+                    panic!("cannot connect to {endpoints:?}: {e}")
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+    }
+
+    /// One connection attempt with short timeouts.
+    pub async fn try_connect(&self, endpoints: &[String]) -> Result<Client, etcd_client::Error> {
+        let mut options = ConnectOptions::new()
+            .with_connect_timeout(Duration::from_secs(2))
+            .with_timeout(Duration::from_secs(10));
+        let endpoints: Vec<String> = match &self.tls {
+            Some(tls) => {
+                options = options.with_tls(tls.clone());
+                endpoints.iter().map(|e| format!("https://{e}")).collect()
+            }
+            None => endpoints.to_vec(),
+        };
+        Client::connect(endpoints, Some(options)).await
     }
 }
 

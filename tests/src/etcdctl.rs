@@ -33,12 +33,13 @@ pub fn etcdctl_stdin(endpoints: &[String], args: &[&str], input: Option<&str>) -
     let mut child = command
         .spawn()
         .expect("etcdctl is installed (cargo xtask setup)");
-    if let Some(mut stdin) = child.stdin.take() {
-        if let Some(input) = input {
-            stdin
-                .write_all(input.as_bytes())
-                .expect("writing etcdctl input");
-        }
+    // Taking stdin closes it once written (or at once without input), so etcdctl sees EOF.
+    if let Some(mut stdin) = child.stdin.take()
+        && let Some(input) = input
+    {
+        stdin
+            .write_all(input.as_bytes())
+            .expect("writing etcdctl input");
     }
     let Output {
         status,

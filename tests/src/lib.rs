@@ -7,9 +7,13 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod bench;
 pub mod cluster;
 pub mod etcdctl;
+pub mod lincheck;
+pub mod pki;
 pub mod process;
+pub mod procfs;
 
 pub use cluster::{Cluster, ClusterOptions};
 pub use process::{MemberProcess, binary};

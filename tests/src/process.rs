@@ -1,7 +1,7 @@
 //! One store member as a child process: `basalt-store` or, for comparisons, `etcd`.
 
 use std::net::Ipv4Addr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
@@ -32,7 +32,9 @@ pub fn binary(name: &str) -> PathBuf {
         }
         let release = profile_dir.ends_with("release");
         let mut cargo = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-        cargo.args(["build", "--quiet", "--bins", "--package", "store-server"]);
+        // The same selection as `cargo xtask test`, so both resolve features alike and neither
+        // invalidates the other's binaries.
+        cargo.args(["build", "--quiet", "--workspace", "--bins"]);
         if release {
             cargo.arg("--release");
         }
@@ -63,12 +65,18 @@ pub struct MemberSpec {
     pub data_dir: PathBuf,
     /// Where its stderr goes.
     pub log: PathBuf,
+    /// Whether its URLs are https (the member then needs certificate flags).
+    pub tls: bool,
 }
 
 impl MemberSpec {
-    /// `http://ip:client_port`.
+    fn scheme(&self) -> &'static str {
+        if self.tls { "https" } else { "http" }
+    }
+
+    /// `http(s)://ip:client_port`.
     pub fn client_url(&self) -> String {
-        format!("http://{}:{}", self.ip, self.client_port)
+        format!("{}://{}:{}", self.scheme(), self.ip, self.client_port)
     }
 
     /// `ip:client_port`, the form etcdctl and etcd-client take.
@@ -76,9 +84,9 @@ impl MemberSpec {
         format!("{}:{}", self.ip, self.client_port)
     }
 
-    /// `http://ip:peer_port`.
+    /// `http(s)://ip:peer_port`.
     pub fn peer_url(&self) -> String {
-        format!("http://{}:{}", self.ip, self.peer_port)
+        format!("{}://{}:{}", self.scheme(), self.ip, self.peer_port)
     }
 }
 

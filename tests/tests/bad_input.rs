@@ -3,6 +3,8 @@
 //! without harm, a full disk gives clients "database space exceeded" — and through all of it
 //! nothing stored is lost or changed.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code panics on failure by design
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -250,6 +252,7 @@ fn member_on(dir: &Path, extra: &[&str]) -> MemberProcess {
         peer_port: 2380,
         data_dir: dir.join("data"),
         log: std::env::temp_dir().join(format!("basalt-full-{}.log", rand::random::<u32>())),
+        tls: false,
     };
     let initial = format!("full={}", spec.peer_url());
     let mut flags: Vec<String> = vec!["--initial-cluster".into(), initial];
@@ -326,7 +329,7 @@ async fn a_full_disk_refuses_writes_clearly_and_loses_nothing() {
 
     // Reads go on, the alarm says why, and deletes (which free space) are accepted.
     assert_acked_present(&mut client, &acked).await;
-    let alarms = etcdctl(&[endpoint.clone()], &["alarm", "list"]);
+    let alarms = etcdctl(std::slice::from_ref(&endpoint), &["alarm", "list"]);
     assert!(alarms.stdout.contains("NOSPACE"), "{alarms:?}");
     client
         .delete(acked.pop().expect("a key").as_str(), None)

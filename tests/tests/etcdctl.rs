@@ -2,6 +2,8 @@
 //! with outputs compared after removing what legitimately differs (member, cluster and lease
 //! IDs, Raft terms, versions). Revisions, values, counts, errors and watch streams must match.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code panics on failure by design
+
 use basalt_tests::etcdctl::{Run, etcdctl, etcdctl_stdin};
 use basalt_tests::{Cluster, ClusterOptions};
 use serde_json::Value;

@@ -2,6 +2,8 @@
 //! while clients write, SIGKILL of a lone member at random moments, a member far behind that
 //! must catch up by snapshot, and members joining a cluster under load.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code panics on failure by design
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -22,7 +24,12 @@ async fn writer(mut client: Client, id: usize, acked: Acked, stop: Instant) -> u
     while Instant::now() < stop {
         let key = format!("w{id}/{n:06}");
         let value = format!("v{n}");
-        match tokio::time::timeout(Duration::from_secs(5), client.put(key.as_str(), value.as_str(), None)).await {
+        match tokio::time::timeout(
+            Duration::from_secs(5),
+            client.put(key.as_str(), value.as_str(), None),
+        )
+        .await
+        {
             Ok(Ok(_)) => {
                 acked.lock().await.insert(key, value);
             }
@@ -42,13 +49,23 @@ async fn assert_all_present(client: &mut Client, acked: &Acked, logs: &str) {
         .await
         .expect("reading everything back");
     for kv in resp.kvs() {
-        stored.insert(kv.key_str().expect("utf-8").to_string(), kv.value_str().expect("utf-8").to_string());
+        stored.insert(
+            kv.key_str().expect("utf-8").to_string(),
+            kv.value_str().expect("utf-8").to_string(),
+        );
     }
-    let missing: Vec<_> = acked.iter().filter(|(k, v)| stored.get(*k) != Some(v)).take(10).collect();
+    let missing: Vec<_> = acked
+        .iter()
+        .filter(|(k, v)| stored.get(*k) != Some(v))
+        .take(10)
+        .collect();
     assert!(
         missing.is_empty(),
         "{} of {} acknowledged writes missing or wrong, e.g. {missing:?}\n{logs}",
-        acked.iter().filter(|(k, v)| stored.get(*k) != Some(v)).count(),
+        acked
+            .iter()
+            .filter(|(k, v)| stored.get(*k) != Some(v))
+            .count(),
         acked.len()
     );
 }
@@ -83,7 +100,10 @@ async fn acknowledged_writes_survive_leader_kills() {
     }
     assert!(kills >= 3, "only {kills} leader kills happened");
     cluster.wait_ready(Duration::from_secs(30)).await;
-    assert!(acked.lock().await.len() > 200, "too few writes acknowledged to mean anything");
+    assert!(
+        acked.lock().await.len() > 200,
+        "too few writes acknowledged to mean anything"
+    );
     let logs = cluster.logs();
     for i in 0..3 {
         let mut client = cluster.client_to(i).await;
@@ -101,7 +121,12 @@ async fn a_lone_member_killed_at_random_moments_keeps_every_acknowledged_write()
         let mut writers = Vec::new();
         for id in 0..8 {
             let client = cluster.client().await;
-            writers.push(tokio::spawn(writer(client, round * 100 + id, acked.clone(), stop)));
+            writers.push(tokio::spawn(writer(
+                client,
+                round * 100 + id,
+                acked.clone(),
+                stop,
+            )));
         }
         tokio::time::sleep(Duration::from_millis(rng.random_range(300..1500))).await;
         cluster.kill(0);
@@ -113,12 +138,20 @@ async fn a_lone_member_killed_at_random_moments_keeps_every_acknowledged_write()
         let mut client = cluster.client().await;
         assert_all_present(&mut client, &acked, &cluster.logs()).await;
     }
-    assert!(acked.lock().await.len() > 500, "too few writes acknowledged to mean anything");
+    assert!(
+        acked.lock().await.len() > 500,
+        "too few writes acknowledged to mean anything"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_member_far_behind_catches_up_by_snapshot() {
-    let options = ClusterOptions::basalt(3).with(&["--snapshot-count", "200", "--snapshot-catchup-entries", "50"]);
+    let options = ClusterOptions::basalt(3).with(&[
+        "--snapshot-count",
+        "200",
+        "--snapshot-catchup-entries",
+        "50",
+    ]);
     let mut cluster = Cluster::start(options).await;
     let leader = cluster.leader().await.expect("leader");
     let behind = (leader + 1) % 3;
@@ -126,19 +159,33 @@ async fn a_member_far_behind_catches_up_by_snapshot() {
     let mut client = cluster.client_to(leader).await;
     // One client writing in sequence makes one log entry per put: far more than the log keeps.
     for n in 0..1500 {
-        client.put(format!("k{n:05}"), format!("v{n}"), None).await.expect("put");
+        client
+            .put(format!("k{n:05}"), format!("v{n}"), None)
+            .await
+            .expect("put");
     }
     cluster.restart(behind);
     cluster.wait_ready(Duration::from_secs(30)).await;
     let mut lagging = cluster.client_to(behind).await;
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let serial = GetOptions::new().with_prefix().with_count_only().with_serializable();
-        let count = lagging.get("k", Some(serial)).await.map(|r| r.count()).unwrap_or(0);
+        let serial = GetOptions::new()
+            .with_prefix()
+            .with_count_only()
+            .with_serializable();
+        let count = lagging
+            .get("k", Some(serial))
+            .await
+            .map(|r| r.count())
+            .unwrap_or(0);
         if count == 1500 {
             break;
         }
-        assert!(Instant::now() < deadline, "caught up to only {count} keys\n{}", cluster.logs());
+        assert!(
+            Instant::now() < deadline,
+            "caught up to only {count} keys\n{}",
+            cluster.logs()
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let log = std::fs::read_to_string(&cluster.members[behind].spec.log).expect("member log");
@@ -167,13 +214,26 @@ async fn members_join_under_load_without_losing_availability() {
     // A voter added the usual way joins as a learner and is promoted once caught up.
     let endpoints = cluster.endpoints();
     let spec = cluster.next_spec();
-    let added = etcdctl(&endpoints, &["member", "add", &spec.name, "--peer-urls", &spec.peer_url()]);
+    let added = etcdctl(
+        &endpoints,
+        &["member", "add", &spec.name, "--peer-urls", &spec.peer_url()],
+    );
     assert!(added.ok, "member add: {added:?}");
     let voter = cluster.join(spec);
 
     // A learner added explicitly stays one until promoted.
     let spec = cluster.next_spec();
-    let added = etcdctl(&endpoints, &["member", "add", &spec.name, "--learner", "--peer-urls", &spec.peer_url()]);
+    let added = etcdctl(
+        &endpoints,
+        &[
+            "member",
+            "add",
+            &spec.name,
+            "--learner",
+            "--peer-urls",
+            &spec.peer_url(),
+        ],
+    );
     assert!(added.ok, "member add --learner: {added:?}");
     let learner = cluster.join(spec);
 
@@ -181,16 +241,27 @@ async fn members_join_under_load_without_losing_availability() {
     for w in writers {
         errors += w.await.expect("writer");
     }
-    assert_eq!(errors, 0, "writes failed while members joined\n{}", cluster.logs());
+    assert_eq!(
+        errors,
+        0,
+        "writes failed while members joined\n{}",
+        cluster.logs()
+    );
 
     let members = |cluster: &mut Cluster| {
-        let out = etcdctl(&cluster.endpoints(), &["member", "list", "-w", "json"]).json("member list");
+        let out =
+            etcdctl(&cluster.endpoints(), &["member", "list", "-w", "json"]).json("member list");
         out["members"]
             .as_array()
             .cloned()
             .unwrap_or_default()
             .into_iter()
-            .map(|m| (m["name"].as_str().unwrap_or("").to_string(), m["isLearner"] == true))
+            .map(|m| {
+                (
+                    m["name"].as_str().unwrap_or("").to_string(),
+                    m["isLearner"] == true,
+                )
+            })
             .collect::<BTreeMap<_, _>>()
     };
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -201,7 +272,11 @@ async fn members_join_under_load_without_losing_availability() {
         if list.get(&voter_name) == Some(&false) && list.get(&learner_name) == Some(&true) {
             break;
         }
-        assert!(Instant::now() < deadline, "members never settled: {list:?}\n{}", cluster.logs());
+        assert!(
+            Instant::now() < deadline,
+            "members never settled: {list:?}\n{}",
+            cluster.logs()
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let out = etcdctl(&cluster.endpoints(), &["member", "list", "-w", "json"]).json("member list");
@@ -210,7 +285,10 @@ async fn members_join_under_load_without_losing_availability() {
         .and_then(|m| m.iter().find(|m| m["name"] == learner_name.as_str()))
         .and_then(|m| m["ID"].as_u64())
         .expect("learner id");
-    let promoted = etcdctl(&cluster.endpoints(), &["member", "promote", &format!("{learner_id:x}")]);
+    let promoted = etcdctl(
+        &cluster.endpoints(),
+        &["member", "promote", &format!("{learner_id:x}")],
+    );
     assert!(promoted.ok, "member promote: {promoted:?}");
     assert_eq!(members(&mut cluster).get(&learner_name), Some(&false));
 

@@ -3,9 +3,11 @@
 //! to gigabytes under lease churn. Here a mass delete under a watch must cost little CPU, and a
 //! long create/update/delete/lease churn must leave memory and disk flat after compaction.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code panics on failure by design
+
 use std::time::{Duration, Instant};
 
-use basalt_tests::procfs::{cpu_seconds, disk_bytes, status_bytes};
+use basalt_tests::procfs::{disk_bytes, rss, usage};
 use basalt_tests::{Cluster, ClusterOptions};
 use etcd_client::{DeleteOptions, EventType, GetOptions, PutOptions, WatchOptions};
 use rand::{Rng, SeedableRng};
@@ -44,7 +46,7 @@ async fn deleting_a_thousand_watched_keys_costs_little_cpu() {
         let created = stream.message().await.expect("created").expect("stream");
         assert!(created.created());
 
-        let cpu_before = cpu_seconds(pid);
+        let cpu_before = usage(pid).expect("cpu").cpu;
         let started = Instant::now();
         if single_deletes {
             let mut pending = futures::stream::FuturesUnordered::new();
@@ -78,7 +80,7 @@ async fn deleting_a_thousand_watched_keys_costs_little_cpu() {
             }
         }
         let elapsed = started.elapsed();
-        let cpu = cpu_seconds(pid) - cpu_before;
+        let cpu = (usage(pid).expect("cpu").cpu - cpu_before).as_secs_f64();
         eprintln!(
             "1000 deletes ({}) under a watch: {elapsed:?} wall, {cpu:.3} s server CPU",
             if single_deletes {
@@ -189,11 +191,7 @@ async fn lease_churn_leaves_memory_and_disk_flat_after_compaction() {
             let _ = compactor.compact(header.revision(), None).await;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
-        samples.push((
-            started.elapsed(),
-            status_bytes(pid, "VmRSS"),
-            disk_bytes(&data),
-        ));
+        samples.push((started.elapsed(), rss(pid).expect("rss"), disk_bytes(&data)));
     }
     let mut ops = 0;
     for w in workers {
@@ -207,7 +205,7 @@ async fn lease_churn_leaves_memory_and_disk_flat_after_compaction() {
         .await
         .expect("compact");
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let end = (status_bytes(pid, "VmRSS"), disk_bytes(&data));
+    let end = (rss(pid).expect("rss"), disk_bytes(&data));
     let leases = compactor.leases().await.expect("leases").leases().len();
 
     // "Warm" is the largest reading in the second quarter of the run, after start-up growth.

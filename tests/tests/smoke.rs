@@ -1,5 +1,7 @@
 //! The harness itself: a cluster starts, serves, and loses a member without losing data.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code panics on failure by design
+
 use basalt_tests::{Cluster, ClusterOptions};
 
 #[tokio::test(flavor = "multi_thread")]

@@ -4,6 +4,8 @@
 //! revisions were compacted away; and a progress notification must never be followed by an
 //! event it claims to cover.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code panics on failure by design
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -12,6 +14,11 @@ use std::time::{Duration, Instant};
 use basalt_tests::{Cluster, ClusterOptions};
 use etcd_client::{Client, EventType, WatchOptions};
 use tokio::sync::Mutex;
+
+/// A change: key and value (`None` for a delete).
+type Change = (String, Option<String>);
+/// Acknowledged changes by revision.
+type Acked = Arc<Mutex<BTreeMap<i64, Change>>>;
 
 /// What the watcher observed.
 #[derive(Default, Debug)]
@@ -102,11 +109,7 @@ async fn watch_everything(
     }
 }
 
-async fn writer(
-    mut client: Client,
-    acked: Arc<Mutex<BTreeMap<i64, (String, Option<String>)>>>,
-    stop: Instant,
-) {
+async fn writer(mut client: Client, acked: Acked, stop: Instant) {
     let mut n = 0u64;
     while Instant::now() < stop {
         let key = format!("/w/{}", n % 50);

@@ -3,8 +3,10 @@
 //! xtask only orchestrates: it installs tools, builds and runs the project's binaries. It holds no
 //! Basalt logic and keeps its dependencies to `anyhow` so that it builds in seconds.
 
+mod bench;
 mod cmd;
 mod setup;
+mod store;
 mod test;
 
 use anyhow::{Result, bail};
@@ -15,8 +17,10 @@ usage: cargo xtask <command>
 commands:
   setup                 install what this machine lacks (apt packages, rustup components, bpf-linker)
   test                  format check, clippy, and every test (unit, integration, end-to-end)
-  store up [--nodes N]  run a local N-node store cluster on 127.0.0.x (default 3) until Ctrl-C
-  bench store [ARGS]    compare the store with etcd side by side (see tests/src/bin/store-bench.rs)
+  store up [--nodes N] [--fresh]
+                        run a local N-member store cluster on 127.0.0.1..N (default 3) until Ctrl-C
+  bench store [ARGS]    the store against etcd 3.4 side by side, appended to docs/benchmarks.md
+                        (--no-record: don't append; --help: the benchmark's own flags)
 ";
 
 fn main() -> Result<()> {
@@ -31,6 +35,8 @@ fn main() -> Result<()> {
     match command {
         "setup" => setup::run(),
         "test" => test::run(rest),
+        "bench" => bench::run(rest),
+        "store" => store::run(rest),
         "help" | "--help" | "-h" => {
             print!("{USAGE}");
             Ok(())

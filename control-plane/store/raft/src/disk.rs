@@ -42,10 +42,7 @@ impl DiskGuard {
             return room;
         }
         let room = match nix::sys::statvfs::statvfs(&self.path) {
-            Ok(stat) => {
-                u64::from(stat.blocks_available()).saturating_mul(stat.fragment_size())
-                    > self.reserve
-            }
+            Ok(stat) => stat.blocks_available().saturating_mul(stat.fragment_size()) > self.reserve,
             // If the filesystem cannot be asked, let the log be the judge.
             Err(_) => true,
         };

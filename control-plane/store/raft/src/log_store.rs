@@ -93,7 +93,9 @@ impl LogStore {
         if crc32c::crc32c(body) != crc {
             return Ok(None);
         }
-        Ok(postcard::from_bytes(body).ok())
+        // Written as `Option<LogId>` by `save_committed`; decoding it as anything else would
+        // read garbage as a log position.
+        Ok(postcard::from_bytes::<Option<LogId>>(body).ok().flatten())
     }
 }
 
@@ -279,5 +281,62 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             .purge_upto(log_id.index)
             .await
             .map_err(io::Error::other)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use openraft::entry::RaftEntry;
+    use openraft::storage::IOFlushed;
+    use openraft::{EntryPayload, RaftLogReader};
+
+    use super::*;
+
+    fn log_id(term: u64, index: u64) -> LogId {
+        LogId::new(
+            openraft::impls::leader_id_adv::LeaderId { term, node_id: 1 },
+            index,
+        )
+    }
+
+    fn entry(term: u64, index: u64) -> Entry {
+        Entry::new(log_id(term, index), EntryPayload::Blank)
+    }
+
+    async fn append(store: &mut LogStore, entries: Vec<Entry>) {
+        store.append(entries, IOFlushed::noop()).await.unwrap();
+        store.segment_log().flush().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn committed_is_read_back_as_written_and_never_beyond_the_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let open = || LogStore::open(&dir.path().join("log"), &dir.path().join("meta")).unwrap();
+        let mut store = open();
+        assert_eq!(store.read_committed().await.unwrap(), None);
+        append(&mut store, (0..10).map(|i| entry(1, i)).collect()).await;
+        store.save_committed(Some(log_id(1, 6))).await.unwrap();
+        assert_eq!(store.read_committed().await.unwrap(), Some(log_id(1, 6)));
+        drop(store);
+
+        // After a restart the saved position comes back exactly, not the last entry.
+        let mut store = open();
+        assert_eq!(store.read_committed().await.unwrap(), Some(log_id(1, 6)));
+        let last = store.get_log_state().await.unwrap().last_log_id;
+        assert_eq!(last, Some(log_id(1, 9)));
+
+        // A committed position the log no longer reaches (its tail was lost) is clamped.
+        store.save_committed(Some(log_id(1, 20))).await.unwrap();
+        assert_eq!(store.read_committed().await.unwrap(), Some(log_id(1, 9)));
+        // One naming a different entry at that index (a stale leader's) is not trusted.
+        store.save_committed(Some(log_id(2, 5))).await.unwrap();
+        assert_eq!(store.read_committed().await.unwrap(), None);
+        store.save_committed(None).await.unwrap();
+        assert_eq!(store.read_committed().await.unwrap(), None);
+        let read = store.try_get_log_entries(3..5).await.unwrap();
+        assert_eq!(
+            read.iter().map(|e| e.index()).collect::<Vec<_>>(),
+            vec![3, 4]
+        );
     }
 }

@@ -137,7 +137,6 @@ impl StoreNode {
                 .map_err(|e| StartError::Config(format!("peer tls: {e}")))?;
         }
         let server = builder
-            .tcp_nodelay(true)
             .initial_stream_window_size(Some(4 << 20))
             .initial_connection_window_size(Some(8 << 20))
             .add_service(
@@ -146,7 +145,10 @@ impl StoreNode {
                     .max_encoding_message_size(64 << 20),
             );
         let mut stopped = inner.stop.subscribe();
-        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+        // tonic applies TCP_NODELAY only to sockets it accepts itself; without it, small Raft
+        // messages wait out the peer's delayed ACK (about 40 ms).
+        let incoming =
+            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
         inner.spawn(async move {
             let shutdown = async move {
                 let _ = stopped.wait_for(|stop| *stop).await;

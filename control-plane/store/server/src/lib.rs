@@ -104,7 +104,6 @@ pub async fn serve_listener(
         builder = builder.tls_config(server_tls)?;
     }
     builder
-        .tcp_nodelay(true)
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .add_service(kv)
         .add_service(watch)
@@ -112,7 +111,9 @@ pub async fn serve_listener(
         .add_service(cluster)
         .add_service(maintenance)
         .serve_with_incoming_shutdown(
-            tokio_stream::wrappers::TcpListenerStream::new(listener),
+            // tonic applies TCP_NODELAY only to sockets it accepts itself; without it, small
+            // responses wait out the client's delayed ACK (about 40 ms).
+            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
             shutdown,
         )
         .await
