@@ -15,10 +15,6 @@ use tokio::task::JoinSet;
 use crate::bench::stats::{Latencies, micros};
 use crate::cluster::try_connect;
 
-/// The most connections a phase opens; more requests in flight share them (gRPC multiplexes
-/// requests over one HTTP/2 connection), as a real client fleet would.
-pub const MAX_CONNECTIONS: usize = 32;
-
 /// Open connections, each to a single member, spread round-robin over the members.
 pub struct Pool {
     clients: Vec<Client>,
@@ -40,6 +36,16 @@ impl Pool {
             clients.push(client);
         }
         Ok(Pool { clients })
+    }
+
+    /// How many connections the pool holds.
+    pub fn len(&self) -> usize {
+        self.clients.len()
+    }
+
+    /// Whether the pool holds no connection.
+    pub fn is_empty(&self) -> bool {
+        self.clients.is_empty()
     }
 
     /// The connection for task `i` when `used` connections serve a phase.
@@ -116,7 +122,9 @@ pub async fn closed_loop(
     concurrency: usize,
     duration: Duration,
 ) -> Result<Sample> {
-    let used = concurrency.min(MAX_CONNECTIONS);
+    // More requests in flight than connections share them: gRPC multiplexes requests over one
+    // HTTP/2 connection, as real clients (kube-apiserver uses one per endpoint) do.
+    let used = concurrency.min(pool.len());
     let start = Instant::now();
     let deadline = start + duration;
     let mut tasks = JoinSet::new();
@@ -206,7 +214,7 @@ pub async fn watch_delivery(
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let mut watchers = JoinSet::new();
     for i in 0..plan.watchers {
-        let watch = pool.client(i, MAX_CONNECTIONS).watch_client();
+        let watch = pool.client(i, pool.len()).watch_client();
         watchers.spawn(watcher(
             watch,
             epoch,

@@ -23,7 +23,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail, ensure};
-use basalt_tests::bench::load::{self, MAX_CONNECTIONS, Pool, Request, WatchPlan, Workload};
+use basalt_tests::bench::load::{self, Pool, Request, WatchPlan, Workload};
 use basalt_tests::bench::machine::Facts;
 use basalt_tests::bench::measure::measure;
 use basalt_tests::bench::record;
@@ -76,6 +76,9 @@ struct Args {
     /// Runs per server and cluster size; the report gives each figure's median.
     #[arg(long, default_value_t = 1)]
     repeat: usize,
+    /// Client connections the load is spread over (each to one member, round-robin).
+    #[arg(long, default_value_t = 32)]
+    connections: usize,
     /// Servers to run.
     #[arg(long, value_delimiter = ',', default_values = ["basalt", "etcd"])]
     servers: Vec<ServerArg>,
@@ -211,7 +214,7 @@ async fn run_cluster(
         .iter()
         .map(|&i| cluster.members[i].pid().context("a member is not running"))
         .collect::<Result<Vec<u32>>>()?;
-    let pool = Pool::connect(&endpoints, MAX_CONNECTIONS).await?;
+    let pool = Pool::connect(&endpoints, args.connections).await?;
 
     let warmup = Duration::from_secs(args.warmup);
     load::closed_loop(&pool, workload, Request::Put, 16, warmup).await?;
@@ -280,10 +283,11 @@ async fn run_cluster(
 fn plan(args: &Args) -> String {
     format!(
         "{warmup} s warm-up, then {seconds} s per put/get phase; {keys} keys, {size} B values; \
-         watch: {watchers} watchers, {events} puts at {rate}/s; fresh cluster per server and \
+         {connections} client connections; watch: {watchers} watchers, {events} puts at {rate}/s; fresh cluster per server and \
          size, servers alternating; default timeouts, `--quota-backend-bytes \
          {QUOTA_BACKEND_BYTES}` for both, no compaction",
         warmup = args.warmup,
+        connections = args.connections,
         seconds = args.seconds,
         keys = report::thousands(args.keys.to_string()),
         size = args.value_size,

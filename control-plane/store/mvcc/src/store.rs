@@ -6,6 +6,8 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::ops::Bound;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use bytes::Bytes;
 
@@ -30,7 +32,7 @@ pub struct WriteOutcome<T> {
 }
 
 /// etcd-compatible multi-version key-value state.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Mvcc {
     pub(crate) keys: BTreeMap<Bytes, History>,
     /// Every change with `main >= compacted`, in revision order: the index watch catch-up reads.
@@ -42,6 +44,8 @@ pub struct Mvcc {
     /// physical cleanup runs in bounded steps so one compaction never stalls writers.
     pub(crate) compact_cursor: Option<Bytes>,
     pub(crate) size: usize,
+    /// Snapshots being written from this state; physical compaction waits while any is.
+    pub(crate) snapshot_pins: Arc<AtomicUsize>,
 }
 
 impl Default for Mvcc {
@@ -79,6 +83,7 @@ impl Mvcc {
             leases: LeaseTable::default(),
             compact_cursor: None,
             size: 0,
+            snapshot_pins: Arc::default(),
         }
     }
 
@@ -100,20 +105,6 @@ impl Mvcc {
     /// Number of keys with any history (live or deleted but not yet compacted).
     pub fn key_count(&self) -> usize {
         self.keys.len()
-    }
-
-    /// A copy of what a snapshot holds, taken quickly under the caller's read lock so the
-    /// snapshot can be written without blocking writers. Values are shared, not copied.
-    pub fn snapshot_view(&self) -> Mvcc {
-        Mvcc {
-            keys: self.keys.clone(),
-            revlog: VecDeque::new(),
-            current: self.current,
-            compacted: self.compacted,
-            leases: self.leases.clone(),
-            compact_cursor: None,
-            size: self.size,
-        }
     }
 
     /// Whether a compaction still has memory to reclaim with [`Mvcc::compact_step`].
@@ -185,6 +176,9 @@ impl Mvcc {
     /// Reclaims the history of up to `budget` keys that the last compaction made unreachable.
     /// Returns `true` when nothing is left to reclaim.
     pub fn compact_step(&mut self, budget: usize) -> bool {
+        if self.snapshot_pins.load(Ordering::Acquire) > 0 {
+            return self.compact_cursor.is_none();
+        }
         let Some(cursor) = self.compact_cursor.take() else {
             return true;
         };

@@ -463,6 +463,53 @@ fn snapshot_round_trip_preserves_everything() {
 }
 
 #[test]
+fn a_snapshot_written_in_chunks_while_writes_go_on_captures_one_revision() {
+    let mut s = Mvcc::new();
+    s.lease_grant(9, 60).unwrap();
+    for i in 0..100 {
+        put(&mut s, &format!("k{i:03}"), "before");
+    }
+    put_lease(&mut s, "k050", "leased", 9).unwrap();
+    let every = RangeRequest {
+        key: b("\0"),
+        range_end: b("\0"),
+        ..RangeRequest::default()
+    };
+    let expected = s.range(&every).unwrap();
+    let at = s.revision();
+
+    let mut writer = SnapshotWriter::new(Vec::new()).unwrap();
+    let mut cursor = s.snapshot_begin(&mut writer).unwrap();
+    let mut round = 0;
+    while !s.snapshot_chunk(&mut cursor, 7, &mut writer).unwrap() {
+        // Between chunks the state moves on: updates, new keys, deletes and a compaction
+        // whose memory reclamation must wait for the snapshot.
+        put(&mut s, &format!("k{:03}", round * 3), "after");
+        put(&mut s, &format!("new{round}"), "after");
+        del(&mut s, &format!("k{:03}", 99 - round), "");
+        s.compact(s.revision()).unwrap();
+        assert!(
+            !s.compact_step(1000),
+            "compaction reclaims nothing while a snapshot is written"
+        );
+        round += 1;
+    }
+    drop(cursor);
+    let bytes = writer.finish().unwrap();
+    assert!(round > 5, "the snapshot should have taken several chunks");
+
+    let mut reader = SnapshotReader::new(&bytes[..]).unwrap();
+    let restored = Mvcc::read_snapshot(&mut reader).unwrap();
+    reader.finish().unwrap();
+    assert_eq!(restored.revision(), at);
+    assert_eq!(restored.range(&every).unwrap(), expected);
+    assert_eq!(restored.lease(9).unwrap().keys.len(), 1);
+    // Once the snapshot is done, the paused compaction goes ahead.
+    while !s.compact_step(1000) {}
+    assert!(s.key_count() < 100 + round);
+}
+
+#[test]
 fn mass_delete_of_a_thousand_keys_is_cheap() {
     let mut s = Mvcc::new();
     for i in 0..1000 {

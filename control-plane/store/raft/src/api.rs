@@ -11,7 +11,7 @@ use crate::error::StoreError;
 use crate::forward::{ForwardRequest, ForwardResponse};
 use crate::members::MemberInfo;
 use crate::node::StoreNode;
-use crate::state_machine::capture;
+use crate::state_machine::write_snapshot_file;
 use crate::types::Op;
 use crate::watcher::Watcher;
 
@@ -267,13 +267,13 @@ impl StoreNode {
     /// Writes a point-in-time snapshot of the whole store to a new temporary file in the data
     /// directory and returns its path; the caller streams and deletes it.
     pub async fn export_snapshot(&self) -> Result<PathBuf, StoreError> {
-        let capture = capture(&self.inner.shared);
+        let shared = self.inner.shared.clone();
         let dir = self.inner.config.data_dir.join("export");
         let path = dir.join(format!("snapshot-{}.db", rand::rng().random::<u64>()));
         let target = path.clone();
         tokio::task::spawn_blocking(move || {
             std::fs::create_dir_all(&dir)?;
-            capture.write_to(&target)
+            write_snapshot_file(&shared, &target)
         })
         .await
         .map_err(|e| StoreError::Internal(e.to_string()))?

@@ -17,7 +17,15 @@ const RECHECK: Duration = Duration::from_millis(250);
 pub struct DiskGuard {
     path: PathBuf,
     reserve: u64,
-    last: Mutex<Option<(Instant, bool)>>,
+    reading: Mutex<Option<Reading>>,
+}
+
+/// The last statvfs reading, what was admitted since, and whether the last write was refused.
+struct Reading {
+    at: Instant,
+    free: u64,
+    admitted: u64,
+    refusing: bool,
 }
 
 impl DiskGuard {
@@ -26,27 +34,54 @@ impl DiskGuard {
         DiskGuard {
             path,
             reserve,
-            last: Mutex::new(None),
+            reading: Mutex::new(None),
         }
     }
 
-    /// Whether writes that grow the store may proceed.
-    pub fn has_room(&self) -> bool {
+    /// Whether a write of about `bytes` may proceed. Counts it against the free space, so
+    /// that a fast writer cannot outrun a stale reading; the reading is refreshed when it is
+    /// old or a quarter of the reserve has been admitted since.
+    pub fn admit(&self, bytes: u64) -> bool {
         if self.reserve == 0 {
             return true;
         }
-        let mut last = self.last.lock();
-        if let Some((at, room)) = *last
-            && at.elapsed() < RECHECK
-        {
-            return room;
+        let mut reading = self.reading.lock();
+        let stale = reading
+            .as_ref()
+            .is_none_or(|r| r.at.elapsed() >= RECHECK || r.admitted >= self.reserve / 4);
+        if stale {
+            match nix::sys::statvfs::statvfs(&self.path) {
+                Ok(stat) => {
+                    let refusing = reading.as_ref().is_some_and(|r| r.refusing);
+                    *reading = Some(Reading {
+                        at: Instant::now(),
+                        free: stat.blocks_available().saturating_mul(stat.fragment_size()),
+                        admitted: 0,
+                        refusing,
+                    });
+                }
+                // If the filesystem cannot be asked, let the log be the judge.
+                Err(_) => return true,
+            }
         }
-        let room = match nix::sys::statvfs::statvfs(&self.path) {
-            Ok(stat) => stat.blocks_available().saturating_mul(stat.fragment_size()) > self.reserve,
-            // If the filesystem cannot be asked, let the log be the judge.
-            Err(_) => true,
+        let Some(reading) = reading.as_mut() else {
+            return true;
         };
-        *last = Some((Instant::now(), room));
-        room
+        if reading.free.saturating_sub(reading.admitted) <= self.reserve.saturating_add(bytes) {
+            reading.refusing = true;
+            return false;
+        }
+        reading.admitted += bytes;
+        if bytes > 0 {
+            reading.refusing = false;
+        }
+        true
+    }
+
+    /// Whether writes are currently refused (for status and alarms): the free space is within
+    /// the reserve, or the last write was refused.
+    pub fn is_full(&self) -> bool {
+        let room = self.admit(0);
+        !room || self.reading.lock().as_ref().is_some_and(|r| r.refusing)
     }
 }

@@ -41,6 +41,9 @@ pub enum StoreError {
     /// Promotion of a learner that has not caught up with the leader.
     #[error("etcdserver: can only promote a learner member which is in sync with leader")]
     LearnerNotReady,
+    /// Leadership can only move to a voter.
+    #[error("etcdserver: bad leader transferee")]
+    BadLeaderTransferee,
     /// A membership change that would leave the cluster unable to reach quorum.
     #[error("etcdserver: re-configuration failed due to not enough started members")]
     NotEnoughStartedMembers,

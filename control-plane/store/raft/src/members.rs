@@ -222,7 +222,7 @@ impl Inner {
             return Err(StoreError::MemberNotFound);
         }
         if !self.is_voter(to) {
-            return Err(StoreError::NotLearner.into_move_leader());
+            return Err(StoreError::BadLeaderTransferee);
         }
         self.raft
             .trigger()
@@ -257,12 +257,5 @@ impl Inner {
                 }
             })
             .collect()
-    }
-}
-
-impl StoreError {
-    /// etcd refuses to move leadership to a learner with its own wording.
-    fn into_move_leader(self) -> StoreError {
-        StoreError::Internal("move leader to a learner member is not allowed".into())
     }
 }

@@ -324,7 +324,7 @@ impl Inner {
                 return Err(StoreError::NoSpace);
             }
         }
-        if !self.disk.has_room() {
+        if !self.disk.admit(proposer::op_size(op) as u64) {
             return Err(StoreError::NoSpace);
         }
         Ok(())
@@ -334,7 +334,7 @@ impl Inner {
     pub fn out_of_space(&self) -> bool {
         let over_quota = self.config.quota_bytes > 0
             && self.shared.state.read().mvcc.size_bytes() as u64 >= self.config.quota_bytes;
-        over_quota || !self.disk.has_room()
+        over_quota || self.disk.is_full()
     }
 
     pub async fn linearize(self: &Arc<Self>) -> Result<(), StoreError> {

@@ -42,6 +42,9 @@ pub struct StoreState {
     pub members: BTreeMap<u64, MemberAttrs>,
     /// The cluster's ID, named by its first leader (0 until then).
     pub cluster_id: u64,
+    /// Counts snapshot installs: a snapshot being written from the state notices the state was
+    /// replaced under it.
+    pub generation: u64,
 }
 
 /// The state behind its lock.
@@ -66,6 +69,7 @@ impl Shared {
                 membership: StoredMembership::default(),
                 members: BTreeMap::new(),
                 cluster_id: 0,
+                generation: 0,
             }),
         });
         (shared, applied_rx)
@@ -243,6 +247,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             state.membership = meta.last_membership.clone();
             state.members = header.members;
             state.cluster_id = header.cluster_id;
+            state.generation += 1;
             state.hub.get_mut().lag_all(resume_from);
         }
         self.shared.set_applied(meta.last_log_id);
@@ -280,12 +285,19 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     type SnapshotData = SnapshotFile;
 
     async fn build_snapshot(&mut self) -> Result<Snapshot, io::Error> {
-        let capture = capture(&self.shared);
+        let shared = self.shared.clone();
         let snapshots = self.snapshots.clone();
         tokio::task::spawn_blocking(move || {
             let tmp = snapshots.temp_path();
-            let index = capture.header.meta.last_log_id.map_or(0, |id| id.index);
-            capture.write_to(&tmp)?;
+            let written = write_snapshot_file(&shared, &tmp);
+            let meta = match written {
+                Ok(meta) => meta,
+                Err(e) => {
+                    let _ = std::fs::remove_file(&tmp);
+                    return Err(e);
+                }
+            };
+            let index = meta.last_log_id.map_or(0, |id| id.index);
             let path = snapshots.commit(&tmp, index)?;
             tracing::info!(index, path = %path.display(), "snapshot built");
             open_snapshot(path)
@@ -295,42 +307,53 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     }
 }
 
-/// A consistent copy of the state, taken quickly under the read lock.
-pub(crate) struct Capture {
-    header: SnapshotHeader,
-    view: Mvcc,
-}
+/// Keys encoded per hold of the read lock while a snapshot is written.
+const SNAPSHOT_CHUNK_KEYS: usize = 2048;
 
-/// Copies the state for a snapshot; writers are blocked only for the copy.
-pub(crate) fn capture(shared: &Shared) -> Capture {
-    let state = shared.state.read();
-    Capture {
-        header: SnapshotHeader {
+/// Writes a snapshot of the shared state as of now to `path` (not fsynced: the caller decides
+/// about durability) and returns its metadata. The state is read a chunk of keys at a time
+/// under the read lock, and written to the file outside it.
+pub(crate) fn write_snapshot_file(
+    shared: &Shared,
+    path: &std::path::Path,
+) -> io::Result<SnapshotMeta> {
+    let mut writer = SnapshotWriter::new(BufWriter::new(File::create(path)?)).map_err(into_io)?;
+    let (meta, mut cursor, generation) = {
+        let state = shared.state.read();
+        let header = SnapshotHeader {
             meta: SnapshotMeta {
                 last_log_id: state.last_applied,
                 last_membership: state.membership.clone(),
             },
             members: state.members.clone(),
             cluster_id: state.cluster_id,
-        },
-        view: state.mvcc.snapshot_view(),
-    }
-}
-
-impl Capture {
-    /// Writes the snapshot file (not fsynced: the caller decides about durability).
-    pub(crate) fn write_to(&self, path: &std::path::Path) -> io::Result<()> {
-        let mut writer =
-            SnapshotWriter::new(BufWriter::new(File::create(path)?)).map_err(into_io)?;
-        writer.frame(&self.header).map_err(into_io)?;
-        self.view.write_snapshot(&mut writer).map_err(into_io)?;
-        writer
-            .finish()
+        };
+        writer.frame(&header).map_err(into_io)?;
+        let cursor = state.mvcc.snapshot_begin(&mut writer).map_err(into_io)?;
+        (header.meta, cursor, state.generation)
+    };
+    loop {
+        writer.flush().map_err(into_io)?;
+        let state = shared.state.read();
+        if state.generation != generation {
+            return Err(io::Error::other(
+                "an installed snapshot replaced the state while this snapshot was being written",
+            ));
+        }
+        if state
+            .mvcc
+            .snapshot_chunk(&mut cursor, SNAPSHOT_CHUNK_KEYS, &mut writer)
             .map_err(into_io)?
-            .into_inner()
-            .map_err(|e| e.into_error())?;
-        Ok(())
+        {
+            break;
+        }
     }
+    writer
+        .finish()
+        .map_err(into_io)?
+        .into_inner()
+        .map_err(|e| e.into_error())?;
+    Ok(meta)
 }
 
 /// Opens a committed snapshot and reads its metadata.

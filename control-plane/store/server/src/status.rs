@@ -27,7 +27,9 @@ pub fn to_status(error: StoreError) -> Status {
         StoreError::PeerUrlExists | StoreError::NotLearner | StoreError::LearnerNotReady => {
             Code::FailedPrecondition
         }
-        StoreError::NotEnoughStartedMembers => Code::FailedPrecondition,
+        StoreError::NotEnoughStartedMembers | StoreError::BadLeaderTransferee => {
+            Code::FailedPrecondition
+        }
         StoreError::Internal(_) => Code::Internal,
     };
     Status::new(code, error.to_string())
