@@ -95,11 +95,16 @@ impl Cluster {
         let subnet = (rng.random_range(1..=254u8), rng.random_range(0..=255u8));
         let mut builder = tempfile::Builder::new();
         builder.prefix("basalt-cluster-");
-        let dir = match &options.parent_dir {
+        let mut dir = match &options.parent_dir {
             Some(parent) => builder.tempdir_in(parent),
             None => builder.tempdir(),
         }
         .expect("cluster directory");
+        // Keeping the data and logs lets a failure be examined after the test.
+        if std::env::var_os("BASALT_KEEP_CLUSTERS").is_some() {
+            dir.disable_cleanup(true);
+            eprintln!("keeping the cluster directory {}", dir.path().display());
+        }
         let token = format!("test-{}", rng.random::<u32>());
         let pki = options.tls.then(|| {
             let ips: Vec<Ipv4Addr> = (1..=9)

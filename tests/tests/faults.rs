@@ -14,7 +14,8 @@ use etcd_client::{Client, GetOptions};
 use rand::Rng;
 use tokio::sync::Mutex;
 
-type Acked = Arc<Mutex<BTreeMap<String, String>>>;
+/// Acknowledged keys with their value and the revision and member named in the reply.
+type Acked = Arc<Mutex<BTreeMap<String, (String, i64, u64)>>>;
 
 /// Writes unique keys until `stop`, recording every acknowledged one. Errors are expected
 /// during failover; an errored write may or may not have happened, so it is not recorded.
@@ -30,8 +31,12 @@ async fn writer(mut client: Client, id: usize, acked: Acked, stop: Instant) -> u
         )
         .await
         {
-            Ok(Ok(_)) => {
-                acked.lock().await.insert(key, value);
+            Ok(Ok(resp)) => {
+                let (revision, member) = resp
+                    .header()
+                    .map(|h| (h.revision(), h.member_id()))
+                    .unwrap_or_default();
+                acked.lock().await.insert(key, (value, revision, member));
             }
             _ => errors += 1,
         }
@@ -40,34 +45,45 @@ async fn writer(mut client: Client, id: usize, acked: Acked, stop: Instant) -> u
     errors
 }
 
-/// Every acknowledged key, read back linearizably through `client`.
-async fn assert_all_present(client: &mut Client, acked: &Acked, logs: &str) {
+/// Acknowledged writes that a linearizable read through `client` does not return, and the
+/// revision that read was served at.
+async fn missing_writes(client: &mut Client, acked: &Acked) -> (Vec<String>, i64) {
     let acked = acked.lock().await;
-    let mut stored = BTreeMap::new();
     let resp = client
         .get("w", Some(GetOptions::new().with_prefix()))
         .await
         .expect("reading everything back");
+    let mut stored = BTreeMap::new();
     for kv in resp.kvs() {
-        stored.insert(
-            kv.key_str().expect("utf-8").to_string(),
-            kv.value_str().expect("utf-8").to_string(),
-        );
+        stored.insert(kv.key_str().expect("utf-8"), kv.value_str().expect("utf-8"));
     }
-    let missing: Vec<_> = acked
+    let missing = acked
         .iter()
-        .filter(|(k, v)| stored.get(*k) != Some(v))
-        .take(10)
+        .filter(|(k, (v, _, _))| stored.get(k.as_str()) != Some(&v.as_str()))
+        .map(|(k, (v, rev, member))| format!("{k}={v} acked at revision {rev} by {member:x}"))
         .collect();
-    assert!(
-        missing.is_empty(),
-        "{} of {} acknowledged writes missing or wrong, e.g. {missing:?}\n{logs}",
-        acked
-            .iter()
-            .filter(|(k, v)| stored.get(*k) != Some(v))
-            .count(),
-        acked.len()
-    );
+    (
+        missing,
+        resp.header().map(|h| h.revision()).unwrap_or_default(),
+    )
+}
+
+/// Every acknowledged key, read back linearizably through each of `clients`.
+async fn assert_all_present(clients: Vec<Client>, acked: &Acked, logs: &str) {
+    let mut report = String::new();
+    for (i, mut client) in clients.into_iter().enumerate() {
+        let (missing, revision) = missing_writes(&mut client, acked).await;
+        if !missing.is_empty() {
+            report += &format!(
+                "client {i} (read at revision {revision}): {} of {} acknowledged writes missing \
+                 or wrong, e.g. {:?}\n",
+                missing.len(),
+                acked.lock().await.len(),
+                &missing[..missing.len().min(5)]
+            );
+        }
+    }
+    assert!(report.is_empty(), "{report}{logs}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -104,11 +120,11 @@ async fn acknowledged_writes_survive_leader_kills() {
         acked.lock().await.len() > 200,
         "too few writes acknowledged to mean anything"
     );
-    let logs = cluster.logs();
+    let mut clients = Vec::new();
     for i in 0..3 {
-        let mut client = cluster.client_to(i).await;
-        assert_all_present(&mut client, &acked, &logs).await;
+        clients.push(cluster.client_to(i).await);
     }
+    assert_all_present(clients, &acked, &cluster.logs()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -135,8 +151,8 @@ async fn a_lone_member_killed_at_random_moments_keeps_every_acknowledged_write()
         }
         cluster.restart(0);
         cluster.wait_ready(Duration::from_secs(30)).await;
-        let mut client = cluster.client().await;
-        assert_all_present(&mut client, &acked, &cluster.logs()).await;
+        let client = cluster.client().await;
+        assert_all_present(vec![client], &acked, &cluster.logs()).await;
     }
     assert!(
         acked.lock().await.len() > 500,
@@ -293,8 +309,9 @@ async fn members_join_under_load_without_losing_availability() {
     assert_eq!(members(&mut cluster).get(&learner_name), Some(&false));
 
     // The new members hold everything.
-    for i in [voter, learner] {
-        let mut client = cluster.client_to(i).await;
-        assert_all_present(&mut client, &acked, &cluster.logs()).await;
-    }
+    let clients = vec![
+        cluster.client_to(voter).await,
+        cluster.client_to(learner).await,
+    ];
+    assert_all_present(clients, &acked, &cluster.logs()).await;
 }

@@ -162,6 +162,7 @@ impl StoreNode {
         });
 
         inner.bootstrap().await?;
+        inner.campaign_if_alone().await;
         inner.spawn(proposer::run(inner.clone(), proposals_rx));
         inner.spawn(crate::leases::run(inner.clone()));
         inner.spawn(crate::members::publish(inner.clone()));
@@ -245,6 +246,11 @@ fn raft_config(config: &NodeConfig) -> Result<openraft::Config, StartError> {
         snapshot_policy: SnapshotPolicy::LogsSinceLast(config.snapshot_entries),
         max_in_snapshot_log_to_keep: config.catch_up_entries,
         enable_pre_vote: Some(true),
+        // A leader replicates entries before its own fsync completes, so after a SIGKILL it can
+        // come back missing entries its followers hold. Resuming leadership in the same term
+        // would then hand out those log ids again for different entries and the members'
+        // states would diverge; a new election gives every new entry a new term instead.
+        enable_leader_restore: Some(false),
         ..Default::default()
     }
     .validate()
@@ -297,6 +303,20 @@ impl Inner {
         match self.raft.initialize(members).await {
             Ok(()) | Err(RaftError::APIError(_)) => Ok(()),
             Err(e) => Err(StartError::Raft(e.to_string())),
+        }
+    }
+
+    /// A lone voter restarting need not wait an election timeout to lead again: nobody else
+    /// can have a newer term or log.
+    async fn campaign_if_alone(&self) {
+        let alone = {
+            let metrics = self.raft.metrics();
+            let metrics = metrics.borrow_watched();
+            let voters: Vec<u64> = metrics.membership_config.membership().voter_ids().collect();
+            voters == [self.id]
+        };
+        if alone && let Err(e) = self.raft.trigger().elect(false).await {
+            tracing::warn!("could not start an election: {e}");
         }
     }
 
