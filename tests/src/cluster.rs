@@ -219,6 +219,43 @@ impl Cluster {
             .await
     }
 
+    /// Panics unless every running member holds the same keys and history: each member's
+    /// `HashKV` at one revision (after a linearizable read, so each has applied up to it) must
+    /// match. Replicas that applied different entries at the same log positions differ here even
+    /// when no client happened to read the difference.
+    pub async fn assert_members_agree(&mut self) {
+        let running: Vec<usize> = (0..self.members.len())
+            .filter(|&i| self.members[i].is_running())
+            .collect();
+        let Some(&first) = running.first() else {
+            panic!("no member is running");
+        };
+        let revision = self
+            .client_to(first)
+            .await
+            .get("any key: only the header's revision is used", None)
+            .await
+            .expect("reading the current revision")
+            .header()
+            .map(|h| h.revision())
+            .expect("response header");
+        let mut hashes = Vec::new();
+        for &i in &running {
+            let hash = self
+                .client_to(i)
+                .await
+                .hash_kv(revision)
+                .await
+                .unwrap_or_else(|e| panic!("hashkv at revision {revision} on m{i}: {e}"));
+            hashes.push((self.members[i].spec.name.clone(), hash.hash()));
+        }
+        assert!(
+            hashes.windows(2).all(|w| w[0].1 == w[1].1),
+            "members disagree on their contents at revision {revision}: {hashes:?}\n{}",
+            self.logs()
+        );
+    }
+
     /// The index of the member that leads, as the running members report it.
     pub async fn leader(&mut self) -> Option<usize> {
         for i in 0..self.members.len() {

@@ -125,6 +125,7 @@ async fn acknowledged_writes_survive_leader_kills() {
         clients.push(cluster.client_to(i).await);
     }
     assert_all_present(clients, &acked, &cluster.logs()).await;
+    cluster.assert_members_agree().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -314,4 +315,5 @@ async fn members_join_under_load_without_losing_availability() {
         cluster.client_to(learner).await,
     ];
     assert_all_present(clients, &acked, &cluster.logs()).await;
+    cluster.assert_members_agree().await;
 }

@@ -281,6 +281,7 @@ async fn history_under_leader_kills_is_linearizable() {
     }
 
     final_reads(&cluster, &live, clock, &mut history).await;
+    cluster.assert_members_agree().await;
 
     let completed = history
         .iter()

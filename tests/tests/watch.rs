@@ -188,6 +188,7 @@ async fn a_watcher_sees_every_revision_once_through_leader_kills_and_compaction(
     write.await.expect("writer");
     cluster.wait_ready(Duration::from_secs(30)).await;
     watch.await.expect("watcher");
+    cluster.assert_members_agree().await;
 
     let seen = seen.lock().await;
     let acked = acked.lock().await;
