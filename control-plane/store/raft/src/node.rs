@@ -11,6 +11,7 @@ use std::io;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures::FutureExt;
 use openraft::errors::{ClientWriteError, RaftError};
 use openraft::{ReadPolicy, SnapshotPolicy};
 use parking_lot::Mutex;
@@ -218,12 +219,17 @@ impl StoreNode {
     /// Resolves when Raft has stopped on a fatal error (storage failure); the member can
     /// then serve nothing reliably and should be restarted.
     pub async fn fatal(&self) -> String {
+        // Polled, not awaited on every metrics change: the metrics change with every applied
+        // entry, and a wake-up per write costs a context switch on the hot path.
         let mut metrics = self.inner.raft.metrics();
+        let mut tick = tokio::time::interval(Duration::from_millis(500));
         loop {
+            tick.tick().await;
             if let Err(fatal) = &metrics.borrow_watched().running_state {
                 return fatal.to_string();
             }
-            if metrics.changed().await.is_err() {
+            // A closed channel means the Raft core is gone without reporting why.
+            if let Some(Err(_)) = metrics.changed().now_or_never() {
                 return "raft stopped".to_owned();
             }
         }
