@@ -19,10 +19,13 @@
 //! ```
 //!
 //! Every proto `bytes` field is generated as [`bytes::Bytes`], so values can
-//! be sliced out of a shared buffer without copying.
+//! be sliced out of a shared buffer without copying, and every stub encodes
+//! with [`codec::LeanCodec`], whose small buffers keep long-lived streams cheap.
 //!
 //! The modules mirror the proto packages one to one because the generated
 //! code refers across packages by relative path (`super::mvccpb::KeyValue`).
+
+pub mod codec;
 
 /// etcd's `mvccpb` package: stored key-value records and watch events.
 #[allow(missing_docs, clippy::all)]

@@ -44,6 +44,7 @@ fn generate(out: &Path) -> Result<()> {
         // Every proto `bytes` field becomes `bytes::Bytes`, so the server can
         // hand out slices of stored values without copying.
         .bytes(".")
+        .codec_path("crate::codec::LeanCodec")
         .out_dir(out)
         .compile_fds(fds)?;
     Ok(())

@@ -114,7 +114,7 @@ pub mod raft_peer_client {
                         format!("Service was not ready: {}", e.into()),
                     )
                 })?;
-            let codec = tonic_prost::ProstCodec::default();
+            let codec = crate::codec::LeanCodec::default();
             let path = http::uri::PathAndQuery::from_static(
                 "/basalt.store.peer.v1.RaftPeer/AppendEntries",
             );
@@ -141,7 +141,7 @@ pub mod raft_peer_client {
                         format!("Service was not ready: {}", e.into()),
                     )
                 })?;
-            let codec = tonic_prost::ProstCodec::default();
+            let codec = crate::codec::LeanCodec::default();
             let path = http::uri::PathAndQuery::from_static(
                 "/basalt.store.peer.v1.RaftPeer/StreamAppend",
             );
@@ -164,7 +164,7 @@ pub mod raft_peer_client {
                         format!("Service was not ready: {}", e.into()),
                     )
                 })?;
-            let codec = tonic_prost::ProstCodec::default();
+            let codec = crate::codec::LeanCodec::default();
             let path = http::uri::PathAndQuery::from_static(
                 "/basalt.store.peer.v1.RaftPeer/Vote",
             );
@@ -185,7 +185,7 @@ pub mod raft_peer_client {
                         format!("Service was not ready: {}", e.into()),
                     )
                 })?;
-            let codec = tonic_prost::ProstCodec::default();
+            let codec = crate::codec::LeanCodec::default();
             let path = http::uri::PathAndQuery::from_static(
                 "/basalt.store.peer.v1.RaftPeer/PreVote",
             );
@@ -207,7 +207,7 @@ pub mod raft_peer_client {
                         format!("Service was not ready: {}", e.into()),
                     )
                 })?;
-            let codec = tonic_prost::ProstCodec::default();
+            let codec = crate::codec::LeanCodec::default();
             let path = http::uri::PathAndQuery::from_static(
                 "/basalt.store.peer.v1.RaftPeer/InstallSnapshot",
             );
@@ -230,7 +230,7 @@ pub mod raft_peer_client {
                         format!("Service was not ready: {}", e.into()),
                     )
                 })?;
-            let codec = tonic_prost::ProstCodec::default();
+            let codec = crate::codec::LeanCodec::default();
             let path = http::uri::PathAndQuery::from_static(
                 "/basalt.store.peer.v1.RaftPeer/TransferLeader",
             );
@@ -255,7 +255,7 @@ pub mod raft_peer_client {
                         format!("Service was not ready: {}", e.into()),
                     )
                 })?;
-            let codec = tonic_prost::ProstCodec::default();
+            let codec = crate::codec::LeanCodec::default();
             let path = http::uri::PathAndQuery::from_static(
                 "/basalt.store.peer.v1.RaftPeer/Forward",
             );
@@ -425,7 +425,7 @@ pub mod raft_peer_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = AppendEntriesSvc(inner);
-                        let codec = tonic_prost::ProstCodec::default();
+                        let codec = crate::codec::LeanCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(
                                 accept_compression_encodings,
@@ -469,7 +469,7 @@ pub mod raft_peer_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = StreamAppendSvc(inner);
-                        let codec = tonic_prost::ProstCodec::default();
+                        let codec = crate::codec::LeanCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(
                                 accept_compression_encodings,
@@ -512,7 +512,7 @@ pub mod raft_peer_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = VoteSvc(inner);
-                        let codec = tonic_prost::ProstCodec::default();
+                        let codec = crate::codec::LeanCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(
                                 accept_compression_encodings,
@@ -555,7 +555,7 @@ pub mod raft_peer_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = PreVoteSvc(inner);
-                        let codec = tonic_prost::ProstCodec::default();
+                        let codec = crate::codec::LeanCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(
                                 accept_compression_encodings,
@@ -602,7 +602,7 @@ pub mod raft_peer_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = InstallSnapshotSvc(inner);
-                        let codec = tonic_prost::ProstCodec::default();
+                        let codec = crate::codec::LeanCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(
                                 accept_compression_encodings,
@@ -645,7 +645,7 @@ pub mod raft_peer_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = TransferLeaderSvc(inner);
-                        let codec = tonic_prost::ProstCodec::default();
+                        let codec = crate::codec::LeanCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(
                                 accept_compression_encodings,
@@ -688,7 +688,7 @@ pub mod raft_peer_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = ForwardSvc(inner);
-                        let codec = tonic_prost::ProstCodec::default();
+                        let codec = crate::codec::LeanCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(
                                 accept_compression_encodings,
