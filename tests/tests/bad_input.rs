@@ -5,7 +5,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code panics on failure by design
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
@@ -211,6 +211,7 @@ async fn malformed_requests_are_refused_naming_the_field_and_change_nothing() {
 }
 
 /// A small tmpfs mounted for one test and unmounted when dropped, also if the test fails.
+/// The member's log lives beside it, outside the full file system, and goes with it.
 struct TmpFs {
     path: PathBuf,
 }
@@ -236,22 +237,29 @@ impl TmpFs {
     }
 }
 
+impl TmpFs {
+    fn log(&self) -> PathBuf {
+        self.path.with_extension("log")
+    }
+}
+
 impl Drop for TmpFs {
     fn drop(&mut self) {
         let _ = Command::new("umount").arg("-l").arg(&self.path).status();
         let _ = std::fs::remove_dir(&self.path);
+        let _ = std::fs::remove_file(self.log());
     }
 }
 
-fn member_on(dir: &Path, extra: &[&str]) -> MemberProcess {
+fn member_on(fs: &TmpFs, extra: &[&str]) -> MemberProcess {
     let ip = std::net::Ipv4Addr::new(127, 77, rand::random_range(0..=255), 1);
     let spec = MemberSpec {
         name: "full".into(),
         ip,
         client_port: 2379,
         peer_port: 2380,
-        data_dir: dir.join("data"),
-        log: std::env::temp_dir().join(format!("basalt-full-{}.log", rand::random::<u32>())),
+        data_dir: fs.path.join("data"),
+        log: fs.log(),
         tls: false,
     };
     let initial = format!("full={}", spec.peer_url());
@@ -310,7 +318,7 @@ async fn a_full_disk_refuses_writes_clearly_and_loses_nothing() {
     let Some(fs) = TmpFs::mount("48m") else {
         return;
     };
-    let mut member = member_on(&fs.path, &["--disk-reserve-bytes", "12582912"]);
+    let mut member = member_on(&fs, &["--disk-reserve-bytes", "12582912"]);
     let endpoint = member.spec.endpoint();
     let mut client = serving(&endpoint).await;
     let mut acked = Vec::new();
@@ -349,7 +357,7 @@ async fn hitting_enospc_in_the_log_corrupts_nothing() {
     };
     // Some ballast to free later, and no reserve: the log itself runs into ENOSPC.
     std::fs::write(fs.path.join("ballast"), vec![0u8; 8 << 20]).expect("ballast");
-    let mut member = member_on(&fs.path, &["--disk-reserve-bytes", "0"]);
+    let mut member = member_on(&fs, &["--disk-reserve-bytes", "0"]);
     let endpoint = member.spec.endpoint();
     let mut client = serving(&endpoint).await;
     let mut acked = Vec::new();
