@@ -1,0 +1,289 @@
+//! Workload controllers (Deployments, ReplicaSets, StatefulSets, DaemonSets, Jobs, CronJobs):
+//! a selector that matches the pod template, replicas ≥ 0, a valid template, defaults.
+
+use std::marker::PhantomData;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+
+use super::default;
+use super::pod::{default_pod_spec, validate_pod_spec};
+use crate::error::FieldError;
+use crate::object::{Object, map_mut};
+use crate::selector::{LabelSelector, Requirement};
+use crate::strategy::{Strategy, normalize_as};
+
+/// The workload kinds, for their different defaults and rules.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// apps/v1 Deployment.
+    Deployment,
+    /// apps/v1 ReplicaSet.
+    ReplicaSet,
+    /// apps/v1 StatefulSet.
+    StatefulSet,
+    /// apps/v1 DaemonSet.
+    DaemonSet,
+    /// batch/v1 Job.
+    Job,
+    /// batch/v1 CronJob.
+    CronJob,
+}
+
+/// A workload type `T` of kind `kind`.
+pub struct WorkloadStrategy<T> {
+    kind: Kind,
+    _type: PhantomData<fn() -> T>,
+}
+
+impl<T> WorkloadStrategy<T> {
+    /// The strategy for `kind`.
+    pub const fn new(kind: Kind) -> WorkloadStrategy<T> {
+        WorkloadStrategy {
+            kind,
+            _type: PhantomData,
+        }
+    }
+
+    /// The path of the pod template within the spec.
+    fn template_path(&self) -> &'static [&'static str] {
+        match self.kind {
+            Kind::CronJob => &["jobTemplate", "spec", "template"],
+            _ => &["template"],
+        }
+    }
+}
+
+fn get_path<'a>(object: &'a Object, path: &[&str]) -> Option<&'a Object> {
+    let mut current = object;
+    for part in path {
+        current = current.get(*part)?.as_object()?;
+    }
+    Some(current)
+}
+
+fn get_path_mut<'a>(object: &'a mut Object, path: &[&str]) -> Option<&'a mut Object> {
+    let mut current = object;
+    for part in path {
+        current = current.get_mut(*part)?.as_object_mut()?;
+    }
+    Some(current)
+}
+
+/// Parses a `spec.selector` (matchLabels and matchExpressions) into requirements.
+pub fn selector_of(selector: &Object) -> LabelSelector {
+    let mut requirements = Vec::new();
+    if let Some(labels) = selector.get("matchLabels").and_then(Value::as_object) {
+        for (k, v) in labels {
+            requirements.push(Requirement::Equals(k.clone(), v.as_str().unwrap_or("").to_owned()));
+        }
+    }
+    for expression in super::list(selector, "matchExpressions") {
+        let key = expression.get("key").and_then(Value::as_str).unwrap_or("").to_owned();
+        let values = super::list(expression.as_object().unwrap_or(&Object::new()), "values")
+            .iter()
+            .filter_map(|v| v.as_str().map(str::to_owned))
+            .collect();
+        requirements.push(match expression.get("operator").and_then(Value::as_str) {
+            Some("In") => Requirement::In(key, values),
+            Some("NotIn") => Requirement::NotIn(key, values),
+            Some("Exists") => Requirement::Exists(key),
+            _ => Requirement::DoesNotExist(key),
+        });
+    }
+    LabelSelector { requirements }
+}
+
+impl<T: DeserializeOwned + Serialize> Strategy for WorkloadStrategy<T> {
+    fn normalize(&self, object: Object) -> Result<(Object, Vec<String>), String> {
+        normalize_as::<T>(object)
+    }
+
+    fn prepare_for_create(&self, object: &mut Object) {
+        self.defaults(object);
+    }
+
+    fn prepare_for_update(&self, new: &mut Object, _old: &Object) {
+        self.defaults(new);
+    }
+
+    fn validate(&self, object: &Object) -> Vec<FieldError> {
+        let Some(spec) = object.get("spec").and_then(Value::as_object) else {
+            return vec![FieldError::required("spec", "")];
+        };
+        let mut errors = Vec::new();
+        if let Some(replicas) = spec.get("replicas").and_then(Value::as_i64)
+            && replicas < 0
+        {
+            errors.push(FieldError::invalid(
+                "spec.replicas",
+                replicas.to_string(),
+                "must be greater than or equal to 0",
+            ));
+        }
+        if self.kind == Kind::CronJob
+            && spec.get("schedule").and_then(Value::as_str).is_none_or(str::is_empty)
+        {
+            errors.push(FieldError::required("spec.schedule", ""));
+        }
+        let template_path = format!("spec.{}", self.template_path().join("."));
+        let template = get_path(spec, self.template_path());
+        let selector = spec.get("selector").and_then(Value::as_object);
+        // Jobs generate their selector; the others must give one that matches the template.
+        if !matches!(self.kind, Kind::Job | Kind::CronJob) {
+            match selector {
+                None => errors.push(FieldError::required("spec.selector", "")),
+                Some(selector) => {
+                    let selector = selector_of(selector);
+                    if selector.is_empty() {
+                        errors.push(FieldError::invalid("spec.selector", "{}", "empty selector is invalid for deployment"));
+                    }
+                    let labels = template.cloned().unwrap_or_default();
+                    if !selector.matches(&labels) {
+                        errors.push(FieldError::invalid(
+                            format!("{template_path}.metadata.labels"),
+                            template_labels(template),
+                            "`selector` does not match template `labels`",
+                        ));
+                    }
+                }
+            }
+        }
+        match template.and_then(|t| t.get("spec")).and_then(Value::as_object) {
+            Some(pod_spec) => {
+                errors.extend(validate_pod_spec(pod_spec, &format!("{template_path}.spec")));
+                let restart = pod_spec.get("restartPolicy").and_then(Value::as_str).unwrap_or("");
+                let allowed: &[&str] = match self.kind {
+                    Kind::Job | Kind::CronJob => &["OnFailure", "Never"],
+                    _ => &["Always"],
+                };
+                if !allowed.contains(&restart) {
+                    errors.push(FieldError::not_supported(
+                        format!("{template_path}.spec.restartPolicy"),
+                        restart,
+                        allowed,
+                    ));
+                }
+            }
+            None => errors.push(FieldError::required(format!("{template_path}.spec"), "")),
+        }
+        errors
+    }
+
+    fn validate_update(&self, new: &Object, old: &Object) -> Vec<FieldError> {
+        let mut errors = self.validate(new);
+        let selector = |o: &Object| o.get("spec").and_then(|s| s.get("selector")).cloned();
+        if !matches!(self.kind, Kind::Job | Kind::CronJob) && selector(new) != selector(old) {
+            errors.push(super::immutable("spec.selector"));
+        }
+        errors
+    }
+}
+
+fn template_labels(template: Option<&Object>) -> String {
+    let labels = template
+        .and_then(|t| t.get("metadata"))
+        .and_then(|m| m.get("labels"))
+        .and_then(Value::as_object);
+    labels
+        .map(|l| {
+            l.iter()
+                .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("")))
+                .collect::<Vec<_>>()
+                .join(",")
+        })
+        .unwrap_or_default()
+}
+
+impl<T> WorkloadStrategy<T> {
+    fn defaults(&self, object: &mut Object) {
+        let kind = self.kind;
+        let template_path = self.template_path();
+        let spec = map_mut(object, "spec");
+        if let Some(pod_spec) = get_path_mut(spec, template_path).and_then(|t| t.get_mut("spec")).and_then(Value::as_object_mut) {
+            if matches!(kind, Kind::Job | Kind::CronJob) {
+                // A job's pods must not restart forever; Kubernetes has no default here.
+                default_pod_spec_keeping_restart(pod_spec);
+            } else {
+                default_pod_spec(pod_spec);
+            }
+        }
+        match kind {
+            Kind::Deployment => {
+                default(spec, "replicas", json!(1));
+                default(spec, "revisionHistoryLimit", json!(10));
+                default(spec, "progressDeadlineSeconds", json!(600));
+                default(
+                    spec,
+                    "strategy",
+                    json!({"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": "25%", "maxSurge": "25%"}}),
+                );
+            }
+            Kind::ReplicaSet => default(spec, "replicas", json!(1)),
+            Kind::StatefulSet => {
+                default(spec, "replicas", json!(1));
+                default(spec, "podManagementPolicy", json!("OrderedReady"));
+                default(spec, "revisionHistoryLimit", json!(10));
+                default(spec, "updateStrategy", json!({"type": "RollingUpdate", "rollingUpdate": {"partition": 0}}));
+                default(spec, "persistentVolumeClaimRetentionPolicy", json!({"whenDeleted": "Retain", "whenScaled": "Retain"}));
+            }
+            Kind::DaemonSet => {
+                default(spec, "revisionHistoryLimit", json!(10));
+                default(spec, "updateStrategy", json!({"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 1, "maxSurge": 0}}));
+            }
+            Kind::Job => {
+                default(spec, "parallelism", json!(1));
+                default(spec, "backoffLimit", json!(6));
+                default(spec, "completionMode", json!("NonIndexed"));
+                default(spec, "suspend", json!(false));
+                default(spec, "podReplacementPolicy", json!("TerminatingOrFailed"));
+                if spec.get("completions").is_none() {
+                    spec.insert("completions".into(), json!(1));
+                }
+            }
+            Kind::CronJob => {
+                default(spec, "concurrencyPolicy", json!("Allow"));
+                default(spec, "suspend", json!(false));
+                default(spec, "successfulJobsHistoryLimit", json!(3));
+                default(spec, "failedJobsHistoryLimit", json!(1));
+            }
+        }
+    }
+}
+
+fn default_pod_spec_keeping_restart(spec: &mut Object) {
+    let restart = spec.get("restartPolicy").cloned();
+    default_pod_spec(spec);
+    match restart {
+        Some(policy) => spec.insert("restartPolicy".into(), policy),
+        None => spec.remove("restartPolicy"),
+    };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::apps::v1::Deployment;
+
+    #[test]
+    fn selector_must_match_template() {
+        let strategy = WorkloadStrategy::<Deployment>::new(Kind::Deployment);
+        let mut good = json!({"metadata": {"name": "d"}, "spec": {
+            "selector": {"matchLabels": {"app": "web"}},
+            "template": {"metadata": {"labels": {"app": "web"}}, "spec": {"containers": [{"name": "c", "image": "i"}]}}}})
+            .as_object().cloned().unwrap_or_default();
+        strategy.prepare_for_create(&mut good);
+        assert_eq!(good["spec"]["replicas"], 1);
+        assert!(strategy.validate(&good).is_empty(), "{:?}", strategy.validate(&good));
+        let mut bad = good.clone();
+        bad["spec"]["template"]["metadata"]["labels"] = json!({"app": "api"});
+        let errors = strategy.validate(&bad);
+        assert_eq!(errors.len(), 1);
+        assert_eq!(errors[0].field, "spec.template.metadata.labels");
+        let mut moved = good.clone();
+        moved["spec"]["selector"] = json!({"matchLabels": {"app": "web", "x": "y"}});
+        moved["spec"]["template"]["metadata"]["labels"]["x"] = json!("y");
+        assert_eq!(strategy.validate_update(&moved, &good)[0].field, "spec.selector");
+    }
+}

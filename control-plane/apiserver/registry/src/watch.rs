@@ -1,0 +1,241 @@
+//! Watches as Kubernetes clients see them: ADDED / MODIFIED / DELETED events with selectors
+//! applied to both the old and new state, BOOKMARKs, the initial state for watches that start
+//! without a resourceVersion (or ask for `sendInitialEvents`), and a 410 ERROR event when the
+//! requested history has been compacted.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
+
+use apiserver_storage::{Change, ChangeKind, StorageError, WatchItem, WatchStream};
+use serde_json::json;
+
+use crate::catalog::Resource;
+use crate::error::ApiError;
+use crate::object::{Object, set_resource_version};
+use crate::selector::{FieldSelector, LabelSelector};
+use crate::store::{ListOptions, Registry, parse_resource_version};
+
+/// How a watch is opened.
+#[derive(Debug, Clone, Default)]
+pub struct WatchOptions {
+    /// Only objects whose labels match.
+    pub labels: LabelSelector,
+    /// Only objects whose fields match.
+    pub fields: FieldSelector,
+    /// `resourceVersion` as given ("" when absent).
+    pub resource_version: String,
+    /// `resourceVersionMatch` as given.
+    pub resource_version_match: String,
+    /// Send bookmarks (`allowWatchBookmarks`).
+    pub bookmarks: bool,
+    /// `sendInitialEvents`, if given.
+    pub send_initial_events: Option<bool>,
+    /// How long the server goes without an event before it sends a bookmark.
+    pub bookmark_interval: Duration,
+}
+
+/// One watch event.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WatchEvent {
+    /// `ADDED`, `MODIFIED`, `DELETED`, `BOOKMARK` or `ERROR`.
+    pub kind: &'static str,
+    /// The object (a Status for ERROR).
+    pub object: Object,
+}
+
+/// An open watch.
+pub struct Watch {
+    registry: Registry,
+    resource: Arc<Resource>,
+    options: WatchOptions,
+    stream: Box<dyn WatchStream>,
+    queued: VecDeque<WatchEvent>,
+    done: bool,
+}
+
+/// The annotation on the bookmark that ends a watch's initial events.
+pub const INITIAL_EVENTS_END: &str = "k8s.io/initial-events-end";
+
+impl Registry {
+    /// Opens a watch on a resource (in one namespace, or all).
+    pub async fn watch(
+        &self,
+        resource: Arc<Resource>,
+        namespace: Option<&str>,
+        options: WatchOptions,
+    ) -> Result<Watch, ApiError> {
+        let version = parse_resource_version(&options.resource_version)?;
+        let initial = match options.send_initial_events {
+            Some(true) => {
+                if options.resource_version_match != "NotOlderThan" {
+                    return Err(ApiError::invalid(
+                        crate::error::Subject { group: "", kind: "ListOptions", resource: "", name: "" },
+                        &[crate::FieldError::forbidden(
+                            "resourceVersionMatch",
+                            "sendInitialEvents requires setting resourceVersionMatch to NotOlderThan",
+                        )],
+                    ));
+                }
+                true
+            }
+            Some(false) => false,
+            // Without a resourceVersion (or with "0") a watch starts with the current state.
+            None => matches!(version, None | Some(0)),
+        };
+        let mut queued = VecDeque::new();
+        let start = if initial {
+            let page = self
+                .list(
+                    &resource,
+                    namespace,
+                    &ListOptions {
+                        labels: options.labels.clone(),
+                        fields: options.fields.clone(),
+                        ..ListOptions::default()
+                    },
+                )
+                .await?;
+            for object in page.items {
+                queued.push_back(WatchEvent { kind: "ADDED", object });
+            }
+            if options.send_initial_events == Some(true) {
+                let mut bookmark = bookmark(&resource, page.revision);
+                crate::object::metadata_mut(&mut bookmark)
+                    .insert("annotations".into(), json!({INITIAL_EVENTS_END: "true"}));
+                queued.push_back(WatchEvent { kind: "BOOKMARK", object: bookmark });
+            }
+            page.revision
+        } else {
+            match version {
+                Some(v) if v > 0 => v,
+                _ => self.backend().revision().await.map_err(ApiError::from_storage)?,
+            }
+        };
+        let prefix = resource.namespace_prefix(namespace);
+        let stream = self.backend().watch(&prefix, start).await;
+        let (stream, done) = match stream {
+            Ok(stream) => (stream, false),
+            Err(StorageError::Compacted { .. }) => {
+                // Kubernetes reports this inside the stream, so clients relist.
+                queued.clear();
+                queued.push_back(expired(start));
+                (self.backend().watch(&prefix, 0).await.map_err(ApiError::from_storage)?, true)
+            }
+            Err(e) => return Err(ApiError::from_storage(e)),
+        };
+        Ok(Watch {
+            registry: self.clone(),
+            resource,
+            options,
+            stream,
+            queued,
+            done,
+        })
+    }
+}
+
+fn bookmark(resource: &Resource, revision: i64) -> Object {
+    let mut object = json!({"kind": resource.kind, "apiVersion": resource.api_version(), "metadata": {}})
+        .as_object()
+        .cloned()
+        .unwrap_or_default();
+    set_resource_version(&mut object, revision);
+    object
+}
+
+fn expired(revision: i64) -> WatchEvent {
+    let status = ApiError::gone(format!("too old resource version: {revision}")).status();
+    WatchEvent {
+        kind: "ERROR",
+        object: status.as_object().cloned().unwrap_or_default(),
+    }
+}
+
+impl Watch {
+    /// The next event; `None` when the watch is over.
+    pub async fn next(&mut self) -> Option<WatchEvent> {
+        loop {
+            if let Some(event) = self.queued.pop_front() {
+                return Some(event);
+            }
+            if self.done {
+                return None;
+            }
+            let interval = if self.options.bookmark_interval.is_zero() {
+                Duration::from_secs(60)
+            } else {
+                self.options.bookmark_interval
+            };
+            match self.stream.next(interval).await {
+                Ok(WatchItem::Changes(changes)) => {
+                    for change in changes {
+                        match self.event(change) {
+                            Ok(Some(event)) => self.queued.push_back(event),
+                            Ok(None) => {}
+                            Err(e) => {
+                                self.queued.push_back(error_event(&e));
+                                self.done = true;
+                                break;
+                            }
+                        }
+                    }
+                }
+                Ok(WatchItem::Progress(revision)) => {
+                    if self.options.bookmarks {
+                        self.queued.push_back(WatchEvent {
+                            kind: "BOOKMARK",
+                            object: bookmark(&self.resource, revision),
+                        });
+                    }
+                }
+                Err(StorageError::Compacted { requested, .. }) => {
+                    self.queued.push_back(expired(requested));
+                    self.done = true;
+                }
+                Err(e) => {
+                    self.queued.push_back(error_event(&ApiError::from_storage(e)));
+                    self.done = true;
+                }
+            }
+        }
+    }
+
+    fn matches(&self, object: &Object) -> bool {
+        self.options.labels.matches(object) && self.options.fields.matches(object)
+    }
+
+    /// The event a change is to this watcher, if any: an object that starts matching is
+    /// ADDED, one that stops matching is DELETED.
+    fn event(&self, change: Change) -> Result<Option<WatchEvent>, ApiError> {
+        let revision = change.revision();
+        let old = change.prev.as_ref().map(|kv| self.registry.decode(kv)).transpose()?;
+        let old_matches = old.as_ref().is_some_and(|o| self.matches(o));
+        let event = match change.kind {
+            ChangeKind::Delete => old.filter(|_| old_matches).map(|mut object| {
+                set_resource_version(&mut object, revision);
+                WatchEvent { kind: "DELETED", object }
+            }),
+            ChangeKind::Put => {
+                let new = self.registry.decode(&change.kv)?;
+                match (old_matches, self.matches(&new)) {
+                    (true, true) => Some(WatchEvent { kind: "MODIFIED", object: new }),
+                    (false, true) => Some(WatchEvent { kind: "ADDED", object: new }),
+                    (true, false) => old.map(|mut object| {
+                        set_resource_version(&mut object, revision);
+                        WatchEvent { kind: "DELETED", object }
+                    }),
+                    (false, false) => None,
+                }
+            }
+        };
+        Ok(event)
+    }
+}
+
+fn error_event(error: &ApiError) -> WatchEvent {
+    WatchEvent {
+        kind: "ERROR",
+        object: error.status().as_object().cloned().unwrap_or_default(),
+    }
+}
