@@ -58,12 +58,19 @@ fn builtins() -> Vec<Resource> {
     use Resource as R;
     vec![
         // core/v1
-        R::new("", "v1", "Namespace", "namespaces", false, Arc::new(NamespaceStrategy))
-            .short(&["ns"])
-            .names(NameRule::Label)
-            .with_status()
-            .with_sub("finalize", "Namespace", &["update"])
-            .fields(&["status.phase"]),
+        R::new(
+            "",
+            "v1",
+            "Namespace",
+            "namespaces",
+            false,
+            Arc::new(NamespaceStrategy),
+        )
+        .short(&["ns"])
+        .names(NameRule::Label)
+        .with_status()
+        .with_sub("finalize", "Namespace", &["update"])
+        .fields(&["status.phase"]),
         R::new("", "v1", "Pod", "pods", true, Arc::new(PodStrategy))
             .short(&["po"])
             .in_all()
@@ -75,88 +82,254 @@ fn builtins() -> Vec<Resource> {
             .with_sub("attach", "PodAttachOptions", &["create", "get"])
             .with_sub("portforward", "PodPortForwardOptions", &["create", "get"])
             .fields(POD_FIELDS),
-        R::new("", "v1", "Service", "services", true, Arc::new(ServiceStrategy))
-            .short(&["svc"])
-            .in_all()
-            .names(NameRule::Label)
-            .with_status(),
-        R::new("", "v1", "Endpoints", "endpoints", true, typed::<core::v1::Endpoints>()).short(&["ep"]),
+        R::new(
+            "",
+            "v1",
+            "Service",
+            "services",
+            true,
+            Arc::new(ServiceStrategy),
+        )
+        .short(&["svc"])
+        .in_all()
+        .names(NameRule::Label)
+        .with_status(),
+        R::new(
+            "",
+            "v1",
+            "Endpoints",
+            "endpoints",
+            true,
+            typed::<core::v1::Endpoints>(),
+        )
+        .short(&["ep"]),
         R::new("", "v1", "Node", "nodes", false, typed::<core::v1::Node>())
             .short(&["no"])
             .with_status()
             .fields(&["spec.unschedulable"]),
-        R::new("", "v1", "ConfigMap", "configmaps", true, Arc::new(ConfigMapStrategy)).short(&["cm"]),
-        R::new("", "v1", "Secret", "secrets", true, Arc::new(SecretStrategy)).fields(&["type"]),
-        R::new("", "v1", "ServiceAccount", "serviceaccounts", true, typed::<core::v1::ServiceAccount>())
-            .short(&["sa"])
-            .with_sub("token", "TokenRequest", &["create"]),
-        R::new("", "v1", "Event", "events", true, typed::<core::v1::Event>())
-            .short(&["ev"])
-            .names(NameRule::PathSegment)
-            .fields(EVENT_FIELDS),
-        R::new("", "v1", "ResourceQuota", "resourcequotas", true, typed::<core::v1::ResourceQuota>())
-            .short(&["quota"])
-            .with_status(),
-        R::new("", "v1", "LimitRange", "limitranges", true, typed::<core::v1::LimitRange>()).short(&["limits"]),
+        R::new(
+            "",
+            "v1",
+            "ConfigMap",
+            "configmaps",
+            true,
+            Arc::new(ConfigMapStrategy),
+        )
+        .short(&["cm"]),
+        R::new(
+            "",
+            "v1",
+            "Secret",
+            "secrets",
+            true,
+            Arc::new(SecretStrategy),
+        )
+        .fields(&["type"]),
+        R::new(
+            "",
+            "v1",
+            "ServiceAccount",
+            "serviceaccounts",
+            true,
+            typed::<core::v1::ServiceAccount>(),
+        )
+        .short(&["sa"])
+        .with_sub("token", "TokenRequest", &["create"]),
+        R::new(
+            "",
+            "v1",
+            "Event",
+            "events",
+            true,
+            typed::<core::v1::Event>(),
+        )
+        .short(&["ev"])
+        .names(NameRule::PathSegment)
+        .fields(EVENT_FIELDS),
+        R::new(
+            "",
+            "v1",
+            "ResourceQuota",
+            "resourcequotas",
+            true,
+            typed::<core::v1::ResourceQuota>(),
+        )
+        .short(&["quota"])
+        .with_status(),
+        R::new(
+            "",
+            "v1",
+            "LimitRange",
+            "limitranges",
+            true,
+            typed::<core::v1::LimitRange>(),
+        )
+        .short(&["limits"]),
         // apps/v1
-        R::new("apps", "v1", "Deployment", "deployments", true,
-            Arc::new(WorkloadStrategy::<apps::v1::Deployment>::new(Kind::Deployment)))
-            .short(&["deploy"])
-            .in_all()
-            .with_status()
-            .with_scale(),
-        R::new("apps", "v1", "ReplicaSet", "replicasets", true,
-            Arc::new(WorkloadStrategy::<apps::v1::ReplicaSet>::new(Kind::ReplicaSet)))
-            .short(&["rs"])
-            .in_all()
-            .with_status()
-            .with_scale(),
-        R::new("apps", "v1", "StatefulSet", "statefulsets", true,
-            Arc::new(WorkloadStrategy::<apps::v1::StatefulSet>::new(Kind::StatefulSet)))
-            .short(&["sts"])
-            .in_all()
-            .with_status()
-            .with_scale(),
-        R::new("apps", "v1", "DaemonSet", "daemonsets", true,
-            Arc::new(WorkloadStrategy::<apps::v1::DaemonSet>::new(Kind::DaemonSet)))
-            .short(&["ds"])
-            .in_all()
-            .with_status(),
-        R::new("apps", "v1", "ControllerRevision", "controllerrevisions", true,
-            typed::<apps::v1::ControllerRevision>()),
+        R::new(
+            "apps",
+            "v1",
+            "Deployment",
+            "deployments",
+            true,
+            Arc::new(WorkloadStrategy::<apps::v1::Deployment>::new(
+                Kind::Deployment,
+            )),
+        )
+        .short(&["deploy"])
+        .in_all()
+        .with_status()
+        .with_scale(),
+        R::new(
+            "apps",
+            "v1",
+            "ReplicaSet",
+            "replicasets",
+            true,
+            Arc::new(WorkloadStrategy::<apps::v1::ReplicaSet>::new(
+                Kind::ReplicaSet,
+            )),
+        )
+        .short(&["rs"])
+        .in_all()
+        .with_status()
+        .with_scale(),
+        R::new(
+            "apps",
+            "v1",
+            "StatefulSet",
+            "statefulsets",
+            true,
+            Arc::new(WorkloadStrategy::<apps::v1::StatefulSet>::new(
+                Kind::StatefulSet,
+            )),
+        )
+        .short(&["sts"])
+        .in_all()
+        .with_status()
+        .with_scale(),
+        R::new(
+            "apps",
+            "v1",
+            "DaemonSet",
+            "daemonsets",
+            true,
+            Arc::new(WorkloadStrategy::<apps::v1::DaemonSet>::new(
+                Kind::DaemonSet,
+            )),
+        )
+        .short(&["ds"])
+        .in_all()
+        .with_status(),
+        R::new(
+            "apps",
+            "v1",
+            "ControllerRevision",
+            "controllerrevisions",
+            true,
+            typed::<apps::v1::ControllerRevision>(),
+        ),
         // batch/v1
-        R::new("batch", "v1", "Job", "jobs", true, Arc::new(WorkloadStrategy::<batch::v1::Job>::new(Kind::Job)))
-            .in_all()
-            .with_status(),
-        R::new("batch", "v1", "CronJob", "cronjobs", true,
-            Arc::new(WorkloadStrategy::<batch::v1::CronJob>::new(Kind::CronJob)))
-            .short(&["cj"])
-            .in_all()
-            .with_status(),
+        R::new(
+            "batch",
+            "v1",
+            "Job",
+            "jobs",
+            true,
+            Arc::new(WorkloadStrategy::<batch::v1::Job>::new(Kind::Job)),
+        )
+        .in_all()
+        .with_status(),
+        R::new(
+            "batch",
+            "v1",
+            "CronJob",
+            "cronjobs",
+            true,
+            Arc::new(WorkloadStrategy::<batch::v1::CronJob>::new(Kind::CronJob)),
+        )
+        .short(&["cj"])
+        .in_all()
+        .with_status(),
         // discovery, coordination, events
-        R::new("discovery.k8s.io", "v1", "EndpointSlice", "endpointslices", true,
-            typed::<discovery::v1::EndpointSlice>()),
-        R::new("coordination.k8s.io", "v1", "Lease", "leases", true, typed::<coordination::v1::Lease>()),
-        R::new("events.k8s.io", "v1", "Event", "events", true, typed::<events::v1::Event>())
-            .short(&["ev"])
-            .names(NameRule::PathSegment),
+        R::new(
+            "discovery.k8s.io",
+            "v1",
+            "EndpointSlice",
+            "endpointslices",
+            true,
+            typed::<discovery::v1::EndpointSlice>(),
+        ),
+        R::new(
+            "coordination.k8s.io",
+            "v1",
+            "Lease",
+            "leases",
+            true,
+            typed::<coordination::v1::Lease>(),
+        ),
+        R::new(
+            "events.k8s.io",
+            "v1",
+            "Event",
+            "events",
+            true,
+            typed::<events::v1::Event>(),
+        )
+        .short(&["ev"])
+        .names(NameRule::PathSegment),
         // rbac
-        R::new("rbac.authorization.k8s.io", "v1", "Role", "roles", true, typed::<rbac::v1::Role>())
-            .names(NameRule::PathSegment),
-        R::new("rbac.authorization.k8s.io", "v1", "RoleBinding", "rolebindings", true,
-            typed::<rbac::v1::RoleBinding>())
-            .names(NameRule::PathSegment),
-        R::new("rbac.authorization.k8s.io", "v1", "ClusterRole", "clusterroles", false,
-            typed::<rbac::v1::ClusterRole>())
-            .names(NameRule::PathSegment),
-        R::new("rbac.authorization.k8s.io", "v1", "ClusterRoleBinding", "clusterrolebindings", false,
-            typed::<rbac::v1::ClusterRoleBinding>())
-            .names(NameRule::PathSegment),
+        R::new(
+            "rbac.authorization.k8s.io",
+            "v1",
+            "Role",
+            "roles",
+            true,
+            typed::<rbac::v1::Role>(),
+        )
+        .names(NameRule::PathSegment),
+        R::new(
+            "rbac.authorization.k8s.io",
+            "v1",
+            "RoleBinding",
+            "rolebindings",
+            true,
+            typed::<rbac::v1::RoleBinding>(),
+        )
+        .names(NameRule::PathSegment),
+        R::new(
+            "rbac.authorization.k8s.io",
+            "v1",
+            "ClusterRole",
+            "clusterroles",
+            false,
+            typed::<rbac::v1::ClusterRole>(),
+        )
+        .names(NameRule::PathSegment),
+        R::new(
+            "rbac.authorization.k8s.io",
+            "v1",
+            "ClusterRoleBinding",
+            "clusterrolebindings",
+            false,
+            typed::<rbac::v1::ClusterRoleBinding>(),
+        )
+        .names(NameRule::PathSegment),
         // certificates
-        R::new("certificates.k8s.io", "v1", "CertificateSigningRequest", "certificatesigningrequests", false,
-            typed::<certificates::v1::CertificateSigningRequest>())
-            .short(&["csr"])
-            .with_status()
-            .with_sub("approval", "CertificateSigningRequest", &["get", "patch", "update"]),
+        R::new(
+            "certificates.k8s.io",
+            "v1",
+            "CertificateSigningRequest",
+            "certificatesigningrequests",
+            false,
+            typed::<certificates::v1::CertificateSigningRequest>(),
+        )
+        .short(&["csr"])
+        .with_status()
+        .with_sub(
+            "approval",
+            "CertificateSigningRequest",
+            &["get", "patch", "update"],
+        ),
     ]
 }

@@ -68,7 +68,11 @@ pub struct Resource {
 
 impl std::fmt::Debug for Resource {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Resource({}/{} {})", self.group, self.version, self.plural)
+        write!(
+            f,
+            "Resource({}/{} {})",
+            self.group, self.version, self.plural
+        )
     }
 }
 
@@ -110,7 +114,11 @@ impl Resource {
 
     /// The key prefix of all its objects.
     pub fn prefix(&self) -> String {
-        let group = if self.group.is_empty() { "core" } else { &self.group };
+        let group = if self.group.is_empty() {
+            "core"
+        } else {
+            &self.group
+        };
         format!("/registry/{group}/{}/", self.plural)
     }
 
@@ -177,7 +185,12 @@ impl Resource {
     }
 
     /// Adds another subresource.
-    pub fn with_sub(mut self, name: &'static str, kind: &str, verbs: &'static [&'static str]) -> Resource {
+    pub fn with_sub(
+        mut self,
+        name: &'static str,
+        kind: &str,
+        verbs: &'static [&'static str],
+    ) -> Resource {
         self.subresources.push(Subresource {
             name,
             kind: kind.to_owned(),
@@ -262,7 +275,9 @@ impl Catalog {
         let mut groups: Vec<(String, Vec<String>)> = Vec::new();
         for (group, version, _) in self.resources.read().keys() {
             match groups.iter_mut().find(|(g, _)| g == group) {
-                Some((_, versions)) if !versions.contains(version) => versions.push(version.clone()),
+                Some((_, versions)) if !versions.contains(version) => {
+                    versions.push(version.clone())
+                }
                 Some(_) => {}
                 None => groups.push((group.clone(), vec![version.clone()])),
             }

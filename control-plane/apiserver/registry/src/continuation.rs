@@ -33,12 +33,17 @@ pub fn decode(token: &str) -> Result<(i64, String), ApiError> {
     let bytes = URL_SAFE_NO_PAD
         .decode(token.trim_end_matches('='))
         .map_err(|_| invalid("not base64"))?;
-    let token: Token = serde_json::from_slice(&bytes).map_err(|_| invalid("not a continue token"))?;
+    let token: Token =
+        serde_json::from_slice(&bytes).map_err(|_| invalid("not a continue token"))?;
     if token.v != VERSION {
-        return Err(invalid("incorrect encoded start resourceVersion (version meta.k8s.io/v1)"));
+        return Err(invalid(
+            "incorrect encoded start resourceVersion (version meta.k8s.io/v1)",
+        ));
     }
     if token.rv <= 0 {
-        return Err(invalid("incorrect encoded start resourceVersion (version meta.k8s.io/v1)"));
+        return Err(invalid(
+            "incorrect encoded start resourceVersion (version meta.k8s.io/v1)",
+        ));
     }
     // The caller prefixes the start key with the list's own prefix, so it cannot reach
     // other keys whatever it holds.

@@ -58,7 +58,11 @@ impl FieldError {
     }
 
     /// A value outside a fixed set.
-    pub fn not_supported(field: impl Into<String>, value: impl Into<String>, allowed: &[&str]) -> FieldError {
+    pub fn not_supported(
+        field: impl Into<String>,
+        value: impl Into<String>,
+        allowed: &[&str],
+    ) -> FieldError {
         let allowed = allowed
             .iter()
             .map(|v| format!("\"{v}\""))
@@ -192,7 +196,11 @@ impl ApiError {
 
     /// 404 for a path that names no resource.
     pub fn no_route() -> ApiError {
-        ApiError::new(404, "NotFound", "the server could not find the requested resource")
+        ApiError::new(
+            404,
+            "NotFound",
+            "the server could not find the requested resource",
+        )
     }
 
     /// 404: the object does not exist.
@@ -214,7 +222,11 @@ impl ApiError {
             ..ApiError::new(
                 409,
                 "AlreadyExists",
-                format!("{} \"{}\" already exists", subject.qualified(), subject.name),
+                format!(
+                    "{} \"{}\" already exists",
+                    subject.qualified(),
+                    subject.name
+                ),
             )
         }
     }
@@ -263,7 +275,10 @@ impl ApiError {
             ..ApiError::new(
                 422,
                 "Invalid",
-                format!("{} \"{}\" is invalid: {summary}", subject.kind, subject.name),
+                format!(
+                    "{} \"{}\" is invalid: {summary}",
+                    subject.kind, subject.name
+                ),
             )
         }
     }
@@ -293,6 +308,15 @@ impl ApiError {
         ApiError::new(415, "UnsupportedMediaType", message)
     }
 
+    /// 422: a patch that cannot be applied.
+    pub fn invalid_patch(why: &str) -> ApiError {
+        ApiError::new(
+            422,
+            "Invalid",
+            format!("the patch cannot be applied: {why}"),
+        )
+    }
+
     /// 500: the server failed.
     pub fn internal(message: impl Into<String>) -> ApiError {
         ApiError::new(500, "InternalError", message)
@@ -311,7 +335,10 @@ impl ApiError {
     /// A storage failure that is not about one object.
     pub fn from_storage(error: StorageError) -> ApiError {
         match error {
-            StorageError::Compacted { requested, compacted } => ApiError::gone(format!(
+            StorageError::Compacted {
+                requested,
+                compacted,
+            } => ApiError::gone(format!(
                 "too old resource version: {requested} ({})",
                 compacted + 1
             )),
@@ -366,15 +393,16 @@ mod tests {
             ApiError::already_exists(deploy).message,
             "deployments.apps \"api\" already exists"
         );
-        let invalid = ApiError::invalid(
-            POD,
-            &[FieldError::required("spec.containers[0].image", "")],
-        );
+        let invalid =
+            ApiError::invalid(POD, &[FieldError::required("spec.containers[0].image", "")]);
         assert_eq!(
             invalid.message,
             "Pod \"web\" is invalid: spec.containers[0].image: Required value"
         );
-        assert_eq!(invalid.status()["details"]["causes"][0]["field"], "spec.containers[0].image");
+        assert_eq!(
+            invalid.status()["details"]["causes"][0]["field"],
+            "spec.containers[0].image"
+        );
         assert_eq!(invalid.status()["code"], 422);
     }
 }

@@ -77,7 +77,10 @@ pub fn uid(object: &Object) -> &str {
 
 /// Sets `metadata.resourceVersion` to a store revision.
 pub fn set_resource_version(object: &mut Object, revision: i64) {
-    metadata_mut(object).insert("resourceVersion".into(), Value::String(revision.to_string()));
+    metadata_mut(object).insert(
+        "resourceVersion".into(),
+        Value::String(revision.to_string()),
+    );
 }
 
 /// A string map of the metadata (`labels`, `annotations`), empty when missing.

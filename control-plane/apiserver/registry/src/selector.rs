@@ -54,7 +54,9 @@ impl LabelSelector {
             Requirement::Equals(k, v) => label(object, k) == Some(v),
             Requirement::NotEquals(k, v) => label(object, k) != Some(v),
             Requirement::In(k, vs) => label(object, k).is_some_and(|l| vs.iter().any(|v| v == l)),
-            Requirement::NotIn(k, vs) => !label(object, k).is_some_and(|l| vs.iter().any(|v| v == l)),
+            Requirement::NotIn(k, vs) => {
+                !label(object, k).is_some_and(|l| vs.iter().any(|v| v == l))
+            }
             Requirement::Exists(k) => label(object, k).is_some(),
             Requirement::DoesNotExist(k) => label(object, k).is_none(),
         })
@@ -96,7 +98,9 @@ fn check_key(key: &str, whole: &str) -> Result<String, SelectorError> {
 fn check_value(value: &str, whole: &str) -> Result<String, SelectorError> {
     let value = value.trim();
     if crate::validation::label_value("", value).is_some() {
-        return Err(SelectorError(format!("{whole}: invalid label value {value:?}")));
+        return Err(SelectorError(format!(
+            "{whole}: invalid label value {value:?}"
+        )));
     }
     Ok(value.to_owned())
 }
@@ -115,19 +119,31 @@ fn parse_requirement(part: &str) -> Result<Requirement, SelectorError> {
         return Ok(Requirement::DoesNotExist(check_key(key, part)?));
     }
     if let Some((key, value)) = part.split_once("!=") {
-        return Ok(Requirement::NotEquals(check_key(key, part)?, check_value(value, part)?));
+        return Ok(Requirement::NotEquals(
+            check_key(key, part)?,
+            check_value(value, part)?,
+        ));
     }
     if let Some((key, value)) = part.split_once("==").or_else(|| part.split_once('=')) {
-        return Ok(Requirement::Equals(check_key(key, part)?, check_value(value, part)?));
+        return Ok(Requirement::Equals(
+            check_key(key, part)?,
+            check_value(value, part)?,
+        ));
     }
     let mut words = part.splitn(2, char::is_whitespace);
     let key = words.next().unwrap_or("");
     let rest = words.next().unwrap_or("").trim_start();
     if let Some(set) = rest.strip_prefix("notin") {
-        return Ok(Requirement::NotIn(check_key(key, part)?, parse_set(set, part)?));
+        return Ok(Requirement::NotIn(
+            check_key(key, part)?,
+            parse_set(set, part)?,
+        ));
     }
     if let Some(set) = rest.strip_prefix("in") {
-        return Ok(Requirement::In(check_key(key, part)?, parse_set(set, part)?));
+        return Ok(Requirement::In(
+            check_key(key, part)?,
+            parse_set(set, part)?,
+        ));
     }
     if rest.is_empty() {
         return Ok(Requirement::Exists(check_key(key, part)?));
@@ -167,7 +183,9 @@ impl FieldSelector {
                 return Err(SelectorError(format!("{part}: expected field=value")));
             };
             let field = field.trim();
-            if !matches!(field, "metadata.name" | "metadata.namespace") && !supported.contains(&field) {
+            if !matches!(field, "metadata.name" | "metadata.namespace")
+                && !supported.contains(&field)
+            {
                 return Err(SelectorError(format!("field label not supported: {field}")));
             }
             terms.push(FieldTerm {
@@ -225,7 +243,9 @@ mod tests {
         assert_eq!(s.requirements.len(), 5);
         assert!(s.matches(&pod(json!({"app": "web", "tier": "fe", "track": "x"}))));
         assert!(!s.matches(&pod(json!({"app": "web", "tier": "db", "track": "x"}))));
-        assert!(!s.matches(&pod(json!({"app": "web", "tier": "fe", "track": "x", "legacy": ""}))));
+        assert!(!s.matches(&pod(
+            json!({"app": "web", "tier": "fe", "track": "x", "legacy": ""})
+        )));
         let notin = LabelSelector::parse("tier notin (db)").unwrap();
         assert!(notin.matches(&pod(json!({}))));
         assert!(LabelSelector::parse("a in (b").is_err());
@@ -235,11 +255,15 @@ mod tests {
 
     #[test]
     fn field_selectors() {
-        let s = FieldSelector::parse("spec.nodeName=n1,metadata.name!=q", &["spec.nodeName"]).unwrap();
+        let s =
+            FieldSelector::parse("spec.nodeName=n1,metadata.name!=q", &["spec.nodeName"]).unwrap();
         assert!(s.matches(&pod(json!({}))));
         assert_eq!(s.required("spec.nodeName"), Some("n1"));
         let unsupported = FieldSelector::parse("spec.other=1", &["spec.nodeName"]).unwrap_err();
-        assert_eq!(unsupported.to_string(), "unable to parse requirement: field label not supported: spec.other");
+        assert_eq!(
+            unsupported.to_string(),
+            "unable to parse requirement: field label not supported: spec.other"
+        );
         let empty_node = FieldSelector::parse("spec.nodeName=", &["spec.nodeName"]).unwrap();
         assert!(!empty_node.matches(&pod(json!({}))));
     }

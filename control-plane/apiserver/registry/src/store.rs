@@ -192,12 +192,19 @@ impl Registry {
                 .map(|f| format!("unknown field \"{f}\""))
                 .collect::<Vec<_>>()
                 .join(", ");
-            return Err(ApiError::bad_request(format!("strict decoding error: {fields}")));
+            return Err(ApiError::bad_request(format!(
+                "strict decoding error: {fields}"
+            )));
         }
         Ok((object, unknown))
     }
 
-    fn validate(&self, resource: &Resource, object: &Object, old: Option<&Object>) -> Result<(), ApiError> {
+    fn validate(
+        &self,
+        resource: &Resource,
+        object: &Object,
+        old: Option<&Object>,
+    ) -> Result<(), ApiError> {
         let mut errors = object_meta(object, resource.namespaced, resource.name_rule);
         errors.extend(match old {
             Some(old) => resource.strategy.validate_update(object, old),
@@ -206,7 +213,10 @@ impl Registry {
         if errors.is_empty() {
             Ok(())
         } else {
-            Err(ApiError::invalid(subject(resource, object::name(object)), &errors))
+            Err(ApiError::invalid(
+                subject(resource, object::name(object)),
+                &errors,
+            ))
         }
     }
 
@@ -219,7 +229,12 @@ impl Registry {
             return Ok(());
         };
         let key = namespaces.key(None, namespace);
-        match self.backend.get(&key).await.map_err(ApiError::from_storage)? {
+        match self
+            .backend
+            .get(&key)
+            .await
+            .map_err(ApiError::from_storage)?
+        {
             None => Err(ApiError::not_found(subject(&namespaces, namespace))),
             Some(kv) => {
                 let ns = self.decode(&kv)?;
@@ -244,22 +259,38 @@ impl Registry {
     ) -> Result<Object, ApiError> {
         let (mut object, _) = self.decode_body(resource, body, options.strict)?;
         let meta = metadata_mut(&mut object);
-        if meta.get("resourceVersion").and_then(Value::as_str).is_some_and(|v| !v.is_empty()) {
+        if meta
+            .get("resourceVersion")
+            .and_then(Value::as_str)
+            .is_some_and(|v| !v.is_empty())
+        {
             return Err(ApiError::bad_request(
                 "resourceVersion should not be set on objects to be created",
             ));
         }
         set_namespace(resource, meta, namespace)?;
-        let name = meta.get("name").and_then(Value::as_str).unwrap_or("").to_owned();
+        let name = meta
+            .get("name")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_owned();
         if name.is_empty()
-            && let Some(prefix) = meta.get("generateName").and_then(Value::as_str).filter(|p| !p.is_empty())
+            && let Some(prefix) = meta
+                .get("generateName")
+                .and_then(Value::as_str)
+                .filter(|p| !p.is_empty())
         {
             let name = generate_name(prefix);
             meta.insert("name".into(), json!(name));
         }
         meta.insert("uid".into(), json!(uuid::Uuid::new_v4().to_string()));
         meta.insert("creationTimestamp".into(), json!(object::now()));
-        for field in ["deletionTimestamp", "deletionGracePeriodSeconds", "selfLink", "managedFields"] {
+        for field in [
+            "deletionTimestamp",
+            "deletionGracePeriodSeconds",
+            "selfLink",
+            "managedFields",
+        ] {
             meta.remove(field);
         }
         if resource.has_status() {
@@ -300,7 +331,12 @@ impl Registry {
         name: &str,
     ) -> Result<Object, ApiError> {
         let key = resource.key(namespace, name);
-        match self.backend.get(&key).await.map_err(ApiError::from_storage)? {
+        match self
+            .backend
+            .get(&key)
+            .await
+            .map_err(ApiError::from_storage)?
+        {
             Some(kv) => self.decode(&kv),
             None => Err(ApiError::not_found(subject(resource, name))),
         }
@@ -324,7 +360,11 @@ impl Registry {
         let filtered = !options.labels.is_empty() || !options.fields.is_empty();
         let mut items = Vec::new();
         loop {
-            let want = if options.limit == 0 { 0 } else { options.limit - items.len() };
+            let want = if options.limit == 0 {
+                0
+            } else {
+                options.limit - items.len()
+            };
             let page = self
                 .backend
                 .list(&ListRequest {
@@ -377,15 +417,21 @@ impl Registry {
     async fn list_revision(&self, options: &ListOptions) -> Result<i64, ApiError> {
         let version = parse_resource_version(&options.resource_version)?;
         match (version, options.resource_version_match.as_str()) {
-            (_, m) if !matches!(m, "" | "Exact" | "NotOlderThan") => Err(ApiError::bad_request(format!(
-                "resourceVersionMatch: Unsupported value: \"{m}\": supported values: \"Exact\", \"NotOlderThan\""
-            ))),
+            (_, m) if !matches!(m, "" | "Exact" | "NotOlderThan") => {
+                Err(ApiError::bad_request(format!(
+                    "resourceVersionMatch: Unsupported value: \"{m}\": supported values: \"Exact\", \"NotOlderThan\""
+                )))
+            }
             (None, "Exact" | "NotOlderThan") => Err(ApiError::bad_request(
                 "resourceVersionMatch is forbidden unless resourceVersion is provided",
             )),
             (Some(version), "Exact") => Ok(version),
             (Some(version), _) if version > 0 => {
-                let current = self.backend.revision().await.map_err(ApiError::from_storage)?;
+                let current = self
+                    .backend
+                    .revision()
+                    .await
+                    .map_err(ApiError::from_storage)?;
                 if current < version {
                     Err(ApiError::timeout(format!(
                         "Too large resource version: {version}, current: {current}"
@@ -419,14 +465,21 @@ impl Registry {
         set_namespace(resource, metadata_mut(&mut new), namespace)?;
         let expected = parse_resource_version(object::resource_version(&new))?;
         let new = Arc::new(new);
-        self.update_with(resource, namespace, name, subresource, options, &|current: Object| {
-            if let Some(expected) = expected.filter(|v| *v > 0)
-                && object::resource_version(&current) != expected.to_string()
-            {
-                return Err(ApiError::modified(subject(resource, name)));
-            }
-            Ok((*new).clone())
-        })
+        self.update_with(
+            resource,
+            namespace,
+            name,
+            subresource,
+            options,
+            &|current: Object| {
+                if let Some(expected) = expected.filter(|v| *v > 0)
+                    && object::resource_version(&current) != expected.to_string()
+                {
+                    return Err(ApiError::modified(subject(resource, name)));
+                }
+                Ok((*new).clone())
+            },
+        )
         .await
     }
 
@@ -499,7 +552,10 @@ impl Registry {
         if !new_uid.is_empty() && new_uid != object::uid(old) {
             return Err(ApiError::conflict(
                 subject(resource, &name),
-                &format!("Precondition failed: UID in precondition: {new_uid}, UID in object meta: {}", object::uid(old)),
+                &format!(
+                    "Precondition failed: UID in precondition: {new_uid}, UID in object meta: {}",
+                    object::uid(old)
+                ),
             ));
         }
         new = match subresource {
@@ -540,7 +596,14 @@ impl Registry {
         };
         let old_meta = metadata(old).cloned().unwrap_or_default();
         let meta = metadata_mut(&mut new);
-        for field in ["uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "name", "namespace"] {
+        for field in [
+            "uid",
+            "creationTimestamp",
+            "deletionTimestamp",
+            "deletionGracePeriodSeconds",
+            "name",
+            "namespace",
+        ] {
             match old_meta.get(field) {
                 Some(value) => meta.insert(field.into(), value.clone()),
                 None => meta.remove(field),
@@ -554,7 +617,9 @@ impl Registry {
                     subject(resource, &name),
                     &[FieldError::forbidden(
                         "metadata.finalizers",
-                        format!("no new finalizers can be added if the object is being deleted, found new finalizers [\"{added}\"]"),
+                        format!(
+                            "no new finalizers can be added if the object is being deleted, found new finalizers [\"{added}\"]"
+                        ),
                     )],
                 ));
             }
@@ -564,7 +629,11 @@ impl Registry {
         }
         if resource.has_status() {
             let generation = object::generation(old).max(1);
-            let bumped = if spec_changed(&new, old) { generation + 1 } else { generation };
+            let bumped = if spec_changed(&new, old) {
+                generation + 1
+            } else {
+                generation
+            };
             metadata_mut(&mut new).insert("generation".into(), json!(bumped));
         }
         self.validate(resource, &new, Some(old))?;
@@ -608,7 +677,11 @@ impl Registry {
                 Some(other) => {
                     return Err(ApiError::invalid(
                         subject(resource, name),
-                        &[FieldError::not_supported("propagationPolicy", other, &["Foreground", "Background", "Orphan"])],
+                        &[FieldError::not_supported(
+                            "propagationPolicy",
+                            other,
+                            &["Foreground", "Background", "Orphan"],
+                        )],
                     ));
                 }
             }
@@ -616,7 +689,8 @@ impl Registry {
             let grace = self.grace_period(resource, &old, options);
             let meta = metadata_mut(&mut new);
             if !meta.contains_key("deletionTimestamp") || grace.is_some() {
-                let at = jiff::Timestamp::now() + jiff::SignedDuration::from_secs(grace.unwrap_or(0));
+                let at =
+                    jiff::Timestamp::now() + jiff::SignedDuration::from_secs(grace.unwrap_or(0));
                 let earlier = meta
                     .get("deletionTimestamp")
                     .and_then(Value::as_str)
@@ -624,7 +698,10 @@ impl Registry {
                     .is_some_and(|current| current <= at);
                 if !earlier {
                     meta.insert("deletionTimestamp".into(), json!(object::timestamp(at)));
-                    meta.insert("deletionGracePeriodSeconds".into(), json!(grace.unwrap_or(0)));
+                    meta.insert(
+                        "deletionGracePeriodSeconds".into(),
+                        json!(grace.unwrap_or(0)),
+                    );
                 }
             }
             if resource.plural == "namespaces" && resource.group.is_empty() {
@@ -632,7 +709,11 @@ impl Registry {
             }
             let pending = blocks_deletion(resource, &new) || grace.is_some();
             if options.dry_run {
-                return Ok(if pending { Deleted::Pending(new) } else { Deleted::Gone(old) });
+                return Ok(if pending {
+                    Deleted::Pending(new)
+                } else {
+                    Deleted::Gone(old)
+                });
             }
             if pending {
                 if same_content(&new, &old) {
@@ -668,7 +749,12 @@ impl Registry {
 
     /// The grace period a pod on a node gets before it is removed; `None` when the object
     /// goes at once.
-    fn grace_period(&self, resource: &Resource, object: &Object, options: &DeleteOptions) -> Option<i64> {
+    fn grace_period(
+        &self,
+        resource: &Resource,
+        object: &Object,
+        options: &DeleteOptions,
+    ) -> Option<i64> {
         if resource.plural != "pods" || !resource.group.is_empty() {
             return None;
         }
@@ -705,7 +791,10 @@ impl Registry {
         for item in page.items {
             let ns = object::namespace(&item).to_owned();
             let ns = (!ns.is_empty()).then_some(ns);
-            match self.delete(resource, ns.as_deref(), object::name(&item), options).await {
+            match self
+                .delete(resource, ns.as_deref(), object::name(&item), options)
+                .await
+            {
                 Ok(Deleted::Gone(object) | Deleted::Pending(object)) => deleted.push(object),
                 Err(e) if e.code == 404 => {}
                 Err(e) => return Err(e),
@@ -729,14 +818,21 @@ fn blocks_deletion(resource: &Resource, object: &Object) -> bool {
             .is_some_and(|f| !f.is_empty())
 }
 
-fn check_preconditions(resource: &Resource, object: &Object, options: &DeleteOptions) -> Result<(), ApiError> {
+fn check_preconditions(
+    resource: &Resource,
+    object: &Object,
+    options: &DeleteOptions,
+) -> Result<(), ApiError> {
     let name = object::name(object);
     if let Some(uid) = &options.precondition_uid
         && uid != object::uid(object)
     {
         return Err(ApiError::conflict(
             subject(resource, name),
-            &format!("Precondition failed: UID in precondition: {uid}, UID in object meta: {}", object::uid(object)),
+            &format!(
+                "Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
+                object::uid(object)
+            ),
         ));
     }
     if let Some(version) = &options.precondition_resource_version
@@ -753,7 +849,11 @@ fn check_preconditions(resource: &Resource, object: &Object, options: &DeleteOpt
     Ok(())
 }
 
-fn set_namespace(resource: &Resource, meta: &mut Object, namespace: Option<&str>) -> Result<(), ApiError> {
+fn set_namespace(
+    resource: &Resource,
+    meta: &mut Object,
+    namespace: Option<&str>,
+) -> Result<(), ApiError> {
     if !resource.namespaced {
         meta.remove("namespace");
         return Ok(());
@@ -791,7 +891,11 @@ pub fn parse_resource_version(version: &str) -> Result<Option<i64>, ApiError> {
         .ok()
         .filter(|v| *v >= 0)
         .map(Some)
-        .ok_or_else(|| ApiError::bad_request(format!("Invalid value: \"{version}\": must be a non-negative integer resourceVersion")))
+        .ok_or_else(|| {
+            ApiError::bad_request(format!(
+                "Invalid value: \"{version}\": must be a non-negative integer resourceVersion"
+            ))
+        })
 }
 
 /// Equal apart from the resourceVersion.
@@ -806,6 +910,9 @@ fn same_content(a: &Object, b: &Object) -> bool {
 
 /// Whether anything but metadata and status differs (what bumps `metadata.generation`).
 fn spec_changed(new: &Object, old: &Object) -> bool {
-    let keys = new.keys().chain(old.keys()).filter(|k| *k != "metadata" && *k != "status");
+    let keys = new
+        .keys()
+        .chain(old.keys())
+        .filter(|k| *k != "metadata" && *k != "status");
     keys.into_iter().any(|k| new.get(k) != old.get(k))
 }

@@ -138,7 +138,11 @@ mod tests {
         assert_eq!(unknown, ["extra", "metadata.bogus"]);
         assert_eq!(normalized["data"]["a"], "b");
         let wrong = json!({"metadata": {"name": "c"}, "data": {"a": 1}});
-        let error = normalize_as::<ConfigMap>(wrong.as_object().cloned().unwrap_or_default()).unwrap_err();
-        assert!(error.starts_with("data.a: invalid type: integer `1`"), "{error}");
+        let error =
+            normalize_as::<ConfigMap>(wrong.as_object().cloned().unwrap_or_default()).unwrap_err();
+        assert!(
+            error.starts_with("data.a: invalid type: integer `1`"),
+            "{error}"
+        );
     }
 }

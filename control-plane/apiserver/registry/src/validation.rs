@@ -102,8 +102,7 @@ fn is_qualified_name(s: &str) -> bool {
         && b.len() <= 63
         && b[0].is_ascii_alphanumeric()
         && b[b.len() - 1].is_ascii_alphanumeric()
-        && b
-            .iter()
+        && b.iter()
             .all(|&c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'))
 }
 
@@ -113,8 +112,7 @@ fn is_label_value(s: &str) -> bool {
         || (b.len() <= 63
             && b[0].is_ascii_alphanumeric()
             && b[b.len() - 1].is_ascii_alphanumeric()
-            && b
-                .iter()
+            && b.iter()
                 .all(|&c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.')))
 }
 
@@ -266,7 +264,11 @@ mod tests {
     #[test]
     fn metadata_errors_name_the_field() {
         let object = json!({"metadata": {"name": "Bad_Name", "labels": {"ok": "bad value"}}});
-        let errors = object_meta(object.as_object().unwrap_or(&Object::new()), true, NameRule::Subdomain);
+        let errors = object_meta(
+            object.as_object().unwrap_or(&Object::new()),
+            true,
+            NameRule::Subdomain,
+        );
         let fields: Vec<_> = errors.iter().map(|e| e.field.as_str()).collect();
         assert_eq!(
             fields,

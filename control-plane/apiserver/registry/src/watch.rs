@@ -70,7 +70,12 @@ impl Registry {
             Some(true) => {
                 if options.resource_version_match != "NotOlderThan" {
                     return Err(ApiError::invalid(
-                        crate::error::Subject { group: "", kind: "ListOptions", resource: "", name: "" },
+                        crate::error::Subject {
+                            group: "",
+                            kind: "ListOptions",
+                            resource: "",
+                            name: "",
+                        },
                         &[crate::FieldError::forbidden(
                             "resourceVersionMatch",
                             "sendInitialEvents requires setting resourceVersionMatch to NotOlderThan",
@@ -97,19 +102,29 @@ impl Registry {
                 )
                 .await?;
             for object in page.items {
-                queued.push_back(WatchEvent { kind: "ADDED", object });
+                queued.push_back(WatchEvent {
+                    kind: "ADDED",
+                    object,
+                });
             }
             if options.send_initial_events == Some(true) {
                 let mut bookmark = bookmark(&resource, page.revision);
                 crate::object::metadata_mut(&mut bookmark)
                     .insert("annotations".into(), json!({INITIAL_EVENTS_END: "true"}));
-                queued.push_back(WatchEvent { kind: "BOOKMARK", object: bookmark });
+                queued.push_back(WatchEvent {
+                    kind: "BOOKMARK",
+                    object: bookmark,
+                });
             }
             page.revision
         } else {
             match version {
                 Some(v) if v > 0 => v,
-                _ => self.backend().revision().await.map_err(ApiError::from_storage)?,
+                _ => self
+                    .backend()
+                    .revision()
+                    .await
+                    .map_err(ApiError::from_storage)?,
             }
         };
         let prefix = resource.namespace_prefix(namespace);
@@ -120,7 +135,13 @@ impl Registry {
                 // Kubernetes reports this inside the stream, so clients relist.
                 queued.clear();
                 queued.push_back(expired(start));
-                (self.backend().watch(&prefix, 0).await.map_err(ApiError::from_storage)?, true)
+                (
+                    self.backend()
+                        .watch(&prefix, 0)
+                        .await
+                        .map_err(ApiError::from_storage)?,
+                    true,
+                )
             }
             Err(e) => return Err(ApiError::from_storage(e)),
         };
@@ -136,10 +157,11 @@ impl Registry {
 }
 
 fn bookmark(resource: &Resource, revision: i64) -> Object {
-    let mut object = json!({"kind": resource.kind, "apiVersion": resource.api_version(), "metadata": {}})
-        .as_object()
-        .cloned()
-        .unwrap_or_default();
+    let mut object =
+        json!({"kind": resource.kind, "apiVersion": resource.api_version(), "metadata": {}})
+            .as_object()
+            .cloned()
+            .unwrap_or_default();
     set_resource_version(&mut object, revision);
     object
 }
@@ -194,7 +216,8 @@ impl Watch {
                     self.done = true;
                 }
                 Err(e) => {
-                    self.queued.push_back(error_event(&ApiError::from_storage(e)));
+                    self.queued
+                        .push_back(error_event(&ApiError::from_storage(e)));
                     self.done = true;
                 }
             }
@@ -209,21 +232,37 @@ impl Watch {
     /// ADDED, one that stops matching is DELETED.
     fn event(&self, change: Change) -> Result<Option<WatchEvent>, ApiError> {
         let revision = change.revision();
-        let old = change.prev.as_ref().map(|kv| self.registry.decode(kv)).transpose()?;
+        let old = change
+            .prev
+            .as_ref()
+            .map(|kv| self.registry.decode(kv))
+            .transpose()?;
         let old_matches = old.as_ref().is_some_and(|o| self.matches(o));
         let event = match change.kind {
             ChangeKind::Delete => old.filter(|_| old_matches).map(|mut object| {
                 set_resource_version(&mut object, revision);
-                WatchEvent { kind: "DELETED", object }
+                WatchEvent {
+                    kind: "DELETED",
+                    object,
+                }
             }),
             ChangeKind::Put => {
                 let new = self.registry.decode(&change.kv)?;
                 match (old_matches, self.matches(&new)) {
-                    (true, true) => Some(WatchEvent { kind: "MODIFIED", object: new }),
-                    (false, true) => Some(WatchEvent { kind: "ADDED", object: new }),
+                    (true, true) => Some(WatchEvent {
+                        kind: "MODIFIED",
+                        object: new,
+                    }),
+                    (false, true) => Some(WatchEvent {
+                        kind: "ADDED",
+                        object: new,
+                    }),
                     (true, false) => old.map(|mut object| {
                         set_resource_version(&mut object, revision);
-                        WatchEvent { kind: "DELETED", object }
+                        WatchEvent {
+                            kind: "DELETED",
+                            object,
+                        }
                     }),
                     (false, false) => None,
                 }

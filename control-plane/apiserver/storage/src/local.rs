@@ -12,8 +12,8 @@ use mvcc::{
 use store_raft::{Op, OpResponse, StoreError, StoreNode, Watcher};
 
 use crate::{
-    Backend, Change, ChangeKind, Kv, ListRequest, ListResult, StorageError, WatchItem,
-    WatchStream, prefix_end,
+    Backend, Change, ChangeKind, Kv, ListRequest, ListResult, StorageError, WatchItem, WatchStream,
+    prefix_end,
 };
 
 /// The in-process store member as the API server's storage.

@@ -43,11 +43,17 @@ fn immutable_data(new: &Object, old: &Object, fields: &[&str]) -> Vec<FieldError
     }
     let mut errors = Vec::new();
     if new.get("immutable") != Some(&Value::Bool(true)) {
-        errors.push(FieldError::forbidden("immutable", "field is immutable when `immutable` is set"));
+        errors.push(FieldError::forbidden(
+            "immutable",
+            "field is immutable when `immutable` is set",
+        ));
     }
     for field in fields {
         if new.get(*field) != old.get(*field) {
-            errors.push(FieldError::forbidden(*field, "field is immutable when `immutable` is set"));
+            errors.push(FieldError::forbidden(
+                *field,
+                "field is immutable when `immutable` is set",
+            ));
         }
     }
     errors

@@ -45,11 +45,16 @@ pub fn default_pod_spec(spec: &mut Object) {
 }
 
 fn default_container(container: &mut Object) {
-    default(container, "terminationMessagePath", json!("/dev/termination-log"));
+    default(
+        container,
+        "terminationMessagePath",
+        json!("/dev/termination-log"),
+    );
     default(container, "terminationMessagePolicy", json!("File"));
     default(container, "resources", json!({}));
     let image = container.get("image").and_then(Value::as_str).unwrap_or("");
-    let latest = image.ends_with(":latest") || !image.rsplit('/').next().unwrap_or("").contains([':', '@']);
+    let latest =
+        image.ends_with(":latest") || !image.rsplit('/').next().unwrap_or("").contains([':', '@']);
     default(
         container,
         "imagePullPolicy",
@@ -86,16 +91,27 @@ pub fn validate_pod_spec(spec: &Object, path: &str) -> Vec<FieldError> {
                     names.push(name);
                 }
             }
-            if container.get("image").and_then(Value::as_str).is_none_or(|i| i.trim().is_empty()) {
+            if container
+                .get("image")
+                .and_then(Value::as_str)
+                .is_none_or(|i| i.trim().is_empty())
+            {
                 errors.push(FieldError::required(format!("{at}.image"), ""));
             }
             if let Some(policy) = container.get("imagePullPolicy").and_then(Value::as_str)
                 && !PULL_POLICIES.contains(&policy)
             {
-                errors.push(FieldError::not_supported(format!("{at}.imagePullPolicy"), policy, PULL_POLICIES));
+                errors.push(FieldError::not_supported(
+                    format!("{at}.imagePullPolicy"),
+                    policy,
+                    PULL_POLICIES,
+                ));
             }
             for (j, port) in list(container, "ports").iter().enumerate() {
-                let number = port.get("containerPort").and_then(Value::as_i64).unwrap_or(0);
+                let number = port
+                    .get("containerPort")
+                    .and_then(Value::as_i64)
+                    .unwrap_or(0);
                 if !(1..=65535).contains(&number) {
                     errors.push(FieldError::invalid(
                         format!("{at}.ports[{j}].containerPort"),
@@ -106,7 +122,11 @@ pub fn validate_pod_spec(spec: &Object, path: &str) -> Vec<FieldError> {
                 if let Some(protocol) = port.get("protocol").and_then(Value::as_str)
                     && !PROTOCOLS.contains(&protocol)
                 {
-                    errors.push(FieldError::not_supported(format!("{at}.ports[{j}].protocol"), protocol, PROTOCOLS));
+                    errors.push(FieldError::not_supported(
+                        format!("{at}.ports[{j}].protocol"),
+                        protocol,
+                        PROTOCOLS,
+                    ));
                 }
             }
         }
@@ -114,9 +134,15 @@ pub fn validate_pod_spec(spec: &Object, path: &str) -> Vec<FieldError> {
     if let Some(policy) = spec.get("restartPolicy").and_then(Value::as_str)
         && !RESTART_POLICIES.contains(&policy)
     {
-        errors.push(FieldError::not_supported(format!("{path}.restartPolicy"), policy, RESTART_POLICIES));
+        errors.push(FieldError::not_supported(
+            format!("{path}.restartPolicy"),
+            policy,
+            RESTART_POLICIES,
+        ));
     }
-    if let Some(grace) = spec.get("terminationGracePeriodSeconds").and_then(Value::as_i64)
+    if let Some(grace) = spec
+        .get("terminationGracePeriodSeconds")
+        .and_then(Value::as_i64)
         && grace < 0
     {
         errors.push(FieldError::invalid(
@@ -131,7 +157,11 @@ pub fn validate_pod_spec(spec: &Object, path: &str) -> Vec<FieldError> {
 /// The spec with the fields a pod update may change blanked out.
 fn fixed_part(spec: &Object) -> Object {
     let mut fixed = spec.clone();
-    for field in ["activeDeadlineSeconds", "tolerations", "terminationGracePeriodSeconds"] {
+    for field in [
+        "activeDeadlineSeconds",
+        "tolerations",
+        "terminationGracePeriodSeconds",
+    ] {
         fixed.remove(field);
     }
     for field in ["initContainers", "containers"] {
@@ -153,7 +183,10 @@ impl Strategy for PodStrategy {
         if let Some(Value::Object(spec)) = object.get_mut("spec") {
             default_pod_spec(spec);
         }
-        object.insert("status".into(), json!({"phase": "Pending", "qosClass": qos_class(object)}));
+        object.insert(
+            "status".into(),
+            json!({"phase": "Pending", "qosClass": qos_class(object)}),
+        );
     }
 
     fn prepare_for_update(&self, new: &mut Object, _old: &Object) {
@@ -171,7 +204,12 @@ impl Strategy for PodStrategy {
 
     fn validate_update(&self, new: &Object, old: &Object) -> Vec<FieldError> {
         let mut errors = self.validate(new);
-        let spec = |o: &Object| o.get("spec").and_then(Value::as_object).cloned().unwrap_or_default();
+        let spec = |o: &Object| {
+            o.get("spec")
+                .and_then(Value::as_object)
+                .cloned()
+                .unwrap_or_default()
+        };
         if fixed_part(&spec(new)) != fixed_part(&spec(old)) {
             errors.push(FieldError::forbidden(
                 "spec",
@@ -236,10 +274,22 @@ mod tests {
         assert_eq!(pod["status"]["qosClass"], "BestEffort");
         assert!(PodStrategy.validate(&pod).is_empty());
 
-        let bad = object(json!({"spec": {"containers": [{"name": "C"}, {"name": "C", "image": "x"}]}}));
-        let fields: Vec<_> = PodStrategy.validate(&bad).into_iter().map(|e| e.field).collect();
-        assert_eq!(fields, ["spec.containers[0].name", "spec.containers[0].image",
-                            "spec.containers[1].name", "spec.containers[1].name"]);
+        let bad =
+            object(json!({"spec": {"containers": [{"name": "C"}, {"name": "C", "image": "x"}]}}));
+        let fields: Vec<_> = PodStrategy
+            .validate(&bad)
+            .into_iter()
+            .map(|e| e.field)
+            .collect();
+        assert_eq!(
+            fields,
+            [
+                "spec.containers[0].name",
+                "spec.containers[0].image",
+                "spec.containers[1].name",
+                "spec.containers[1].name"
+            ]
+        );
 
         let mut new_image = pod.clone();
         new_image["spec"]["containers"][0]["image"] = json!("busybox:1.36");

@@ -58,14 +58,21 @@ impl Strategy for ServiceStrategy {
             return vec![FieldError::required("spec", "")];
         };
         let mut errors = Vec::new();
-        let ty = spec.get("type").and_then(Value::as_str).unwrap_or("ClusterIP");
+        let ty = spec
+            .get("type")
+            .and_then(Value::as_str)
+            .unwrap_or("ClusterIP");
         if !TYPES.contains(&ty) {
             errors.push(FieldError::not_supported("spec.type", ty, TYPES));
         }
         let headless = spec.get("clusterIP").and_then(Value::as_str) == Some("None");
         let ports = list(spec, "ports");
         if ty == "ExternalName" {
-            if spec.get("externalName").and_then(Value::as_str).is_none_or(str::is_empty) {
+            if spec
+                .get("externalName")
+                .and_then(Value::as_str)
+                .is_none_or(str::is_empty)
+            {
                 errors.push(FieldError::required("spec.externalName", ""));
             }
         } else if ports.is_empty() && !headless {
@@ -95,9 +102,18 @@ impl Strategy for ServiceStrategy {
             if let Some(protocol) = port.get("protocol").and_then(Value::as_str)
                 && !PROTOCOLS.contains(&protocol)
             {
-                errors.push(FieldError::not_supported(format!("{at}.protocol"), protocol, PROTOCOLS));
+                errors.push(FieldError::not_supported(
+                    format!("{at}.protocol"),
+                    protocol,
+                    PROTOCOLS,
+                ));
             }
-            if ty == "ClusterIP" && port.get("nodePort").and_then(Value::as_i64).is_some_and(|p| p != 0) {
+            if ty == "ClusterIP"
+                && port
+                    .get("nodePort")
+                    .and_then(Value::as_i64)
+                    .is_some_and(|p| p != 0)
+            {
                 errors.push(FieldError::forbidden(
                     format!("{at}.nodePort"),
                     "may not be used when `type` is 'ClusterIP'",
@@ -109,7 +125,12 @@ impl Strategy for ServiceStrategy {
 
     fn validate_update(&self, new: &Object, old: &Object) -> Vec<FieldError> {
         let mut errors = self.validate(new);
-        let ip = |o: &Object| spec(o).and_then(|s| s.get("clusterIP")).and_then(Value::as_str).map(str::to_owned);
+        let ip = |o: &Object| {
+            spec(o)
+                .and_then(|s| s.get("clusterIP"))
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+        };
         // An update may leave the address out (it is kept), but not change it.
         if let (Some(old_ip), Some(new_ip)) = (ip(old), ip(new))
             && !old_ip.is_empty()

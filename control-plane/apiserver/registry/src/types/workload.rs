@@ -76,11 +76,18 @@ pub fn selector_of(selector: &Object) -> LabelSelector {
     let mut requirements = Vec::new();
     if let Some(labels) = selector.get("matchLabels").and_then(Value::as_object) {
         for (k, v) in labels {
-            requirements.push(Requirement::Equals(k.clone(), v.as_str().unwrap_or("").to_owned()));
+            requirements.push(Requirement::Equals(
+                k.clone(),
+                v.as_str().unwrap_or("").to_owned(),
+            ));
         }
     }
     for expression in super::list(selector, "matchExpressions") {
-        let key = expression.get("key").and_then(Value::as_str).unwrap_or("").to_owned();
+        let key = expression
+            .get("key")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_owned();
         let values = super::list(expression.as_object().unwrap_or(&Object::new()), "values")
             .iter()
             .filter_map(|v| v.as_str().map(str::to_owned))
@@ -123,7 +130,10 @@ impl<T: DeserializeOwned + Serialize> Strategy for WorkloadStrategy<T> {
             ));
         }
         if self.kind == Kind::CronJob
-            && spec.get("schedule").and_then(Value::as_str).is_none_or(str::is_empty)
+            && spec
+                .get("schedule")
+                .and_then(Value::as_str)
+                .is_none_or(str::is_empty)
         {
             errors.push(FieldError::required("spec.schedule", ""));
         }
@@ -137,7 +147,11 @@ impl<T: DeserializeOwned + Serialize> Strategy for WorkloadStrategy<T> {
                 Some(selector) => {
                     let selector = selector_of(selector);
                     if selector.is_empty() {
-                        errors.push(FieldError::invalid("spec.selector", "{}", "empty selector is invalid for deployment"));
+                        errors.push(FieldError::invalid(
+                            "spec.selector",
+                            "{}",
+                            "empty selector is invalid for deployment",
+                        ));
                     }
                     let labels = template.cloned().unwrap_or_default();
                     if !selector.matches(&labels) {
@@ -150,10 +164,19 @@ impl<T: DeserializeOwned + Serialize> Strategy for WorkloadStrategy<T> {
                 }
             }
         }
-        match template.and_then(|t| t.get("spec")).and_then(Value::as_object) {
+        match template
+            .and_then(|t| t.get("spec"))
+            .and_then(Value::as_object)
+        {
             Some(pod_spec) => {
-                errors.extend(validate_pod_spec(pod_spec, &format!("{template_path}.spec")));
-                let restart = pod_spec.get("restartPolicy").and_then(Value::as_str).unwrap_or("");
+                errors.extend(validate_pod_spec(
+                    pod_spec,
+                    &format!("{template_path}.spec"),
+                ));
+                let restart = pod_spec
+                    .get("restartPolicy")
+                    .and_then(Value::as_str)
+                    .unwrap_or("");
                 let allowed: &[&str] = match self.kind {
                     Kind::Job | Kind::CronJob => &["OnFailure", "Never"],
                     _ => &["Always"],
@@ -201,7 +224,10 @@ impl<T> WorkloadStrategy<T> {
         let kind = self.kind;
         let template_path = self.template_path();
         let spec = map_mut(object, "spec");
-        if let Some(pod_spec) = get_path_mut(spec, template_path).and_then(|t| t.get_mut("spec")).and_then(Value::as_object_mut) {
+        if let Some(pod_spec) = get_path_mut(spec, template_path)
+            .and_then(|t| t.get_mut("spec"))
+            .and_then(Value::as_object_mut)
+        {
             if matches!(kind, Kind::Job | Kind::CronJob) {
                 // A job's pods must not restart forever; Kubernetes has no default here.
                 default_pod_spec_keeping_restart(pod_spec);
@@ -225,12 +251,24 @@ impl<T> WorkloadStrategy<T> {
                 default(spec, "replicas", json!(1));
                 default(spec, "podManagementPolicy", json!("OrderedReady"));
                 default(spec, "revisionHistoryLimit", json!(10));
-                default(spec, "updateStrategy", json!({"type": "RollingUpdate", "rollingUpdate": {"partition": 0}}));
-                default(spec, "persistentVolumeClaimRetentionPolicy", json!({"whenDeleted": "Retain", "whenScaled": "Retain"}));
+                default(
+                    spec,
+                    "updateStrategy",
+                    json!({"type": "RollingUpdate", "rollingUpdate": {"partition": 0}}),
+                );
+                default(
+                    spec,
+                    "persistentVolumeClaimRetentionPolicy",
+                    json!({"whenDeleted": "Retain", "whenScaled": "Retain"}),
+                );
             }
             Kind::DaemonSet => {
                 default(spec, "revisionHistoryLimit", json!(10));
-                default(spec, "updateStrategy", json!({"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 1, "maxSurge": 0}}));
+                default(
+                    spec,
+                    "updateStrategy",
+                    json!({"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 1, "maxSurge": 0}}),
+                );
             }
             Kind::Job => {
                 default(spec, "parallelism", json!(1));
@@ -275,7 +313,11 @@ mod tests {
             .as_object().cloned().unwrap_or_default();
         strategy.prepare_for_create(&mut good);
         assert_eq!(good["spec"]["replicas"], 1);
-        assert!(strategy.validate(&good).is_empty(), "{:?}", strategy.validate(&good));
+        assert!(
+            strategy.validate(&good).is_empty(),
+            "{:?}",
+            strategy.validate(&good)
+        );
         let mut bad = good.clone();
         bad["spec"]["template"]["metadata"]["labels"] = json!({"app": "api"});
         let errors = strategy.validate(&bad);
@@ -284,6 +326,9 @@ mod tests {
         let mut moved = good.clone();
         moved["spec"]["selector"] = json!({"matchLabels": {"app": "web", "x": "y"}});
         moved["spec"]["template"]["metadata"]["labels"]["x"] = json!("y");
-        assert_eq!(strategy.validate_update(&moved, &good)[0].field, "spec.selector");
+        assert_eq!(
+            strategy.validate_update(&moved, &good)[0].field,
+            "spec.selector"
+        );
     }
 }

@@ -1,0 +1,121 @@
+//! `basalt-apiserver`: the Kubernetes API server over an in-process store member.
+//!
+//! Flags follow kube-apiserver's names where they mean the same thing.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use apiserver::ApiServer;
+use apiserver::auth::MastersOnly;
+use apiserver_registry::store::WriteOptions;
+use apiserver_registry::{Registry, builtin};
+use apiserver_storage::LocalBackend;
+use clap::Parser;
+use serde_json::json;
+use store_raft::{NodeConfig, StoreNode};
+use tracing_subscriber::EnvFilter;
+
+#[derive(Parser, Debug)]
+#[command(name = "basalt-apiserver", about = "Basalt's Kubernetes API server")]
+struct Args {
+    /// Where the store keeps its log and snapshots.
+    #[arg(long)]
+    data_dir: PathBuf,
+    /// Address to serve HTTPS on.
+    #[arg(long, default_value = "127.0.0.1")]
+    bind_address: std::net::IpAddr,
+    /// Port to serve HTTPS on.
+    #[arg(long, default_value_t = 6443)]
+    secure_port: u16,
+    /// The serving certificate (PEM, chain allowed).
+    #[arg(long)]
+    tls_cert_file: PathBuf,
+    /// The serving certificate's key (PEM).
+    #[arg(long)]
+    tls_private_key_file: PathBuf,
+    /// CA whose client certificates authenticate users (CN user, O groups).
+    #[arg(long)]
+    client_ca_file: PathBuf,
+    /// The store member's peer address (loopback for a single server).
+    #[arg(long, default_value = "127.0.0.1:2380")]
+    store_peer_address: SocketAddr,
+    /// Log filter (tracing's EnvFilter syntax).
+    #[arg(long, default_value = "info")]
+    log_level: String,
+}
+
+/// The namespaces every cluster has.
+const SYSTEM_NAMESPACES: &[&str] = &["default", "kube-system", "kube-public", "kube-node-lease"];
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&args.log_level)),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let tls = apiserver::tls::server_config(
+        &args.tls_cert_file,
+        &args.tls_private_key_file,
+        &args.client_ca_file,
+    )
+    .context("serving TLS")?;
+    let peer_url = format!("http://{}", args.store_peer_address);
+    let store = StoreNode::start(NodeConfig::new(
+        "apiserver",
+        args.data_dir.clone(),
+        args.store_peer_address,
+        &peer_url,
+    ))
+    .await
+    .context("starting the store member")?;
+    let catalog = Arc::new(builtin::catalog());
+    let registry = Registry::new(Arc::new(LocalBackend::new(store.clone())), catalog);
+    create_system_namespaces(&registry).await?;
+
+    let addr = SocketAddr::new(args.bind_address, args.secure_port);
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("listening on {addr}"))?;
+    let server = Arc::new(ApiServer::new(
+        registry,
+        Arc::new(MastersOnly),
+        addr.to_string(),
+    ));
+    tracing::info!(%addr, "serving the Kubernetes API");
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        () = server.serve(listener, tls) => {}
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate.recv() => {}
+        reason = store.fatal() => {
+            tracing::error!("the store stopped on a fatal error: {reason}");
+            std::process::exit(2);
+        }
+    }
+    store.shutdown().await;
+    Ok(())
+}
+
+async fn create_system_namespaces(registry: &Registry) -> Result<()> {
+    let Some(namespaces) = registry.catalog().get("", "v1", "namespaces") else {
+        return Ok(());
+    };
+    for name in SYSTEM_NAMESPACES {
+        let body = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}});
+        let body = body.as_object().cloned().unwrap_or_default();
+        match registry
+            .create(&namespaces, None, body, &WriteOptions::default())
+            .await
+        {
+            Ok(_) => tracing::info!(namespace = name, "created"),
+            Err(e) if e.code == 409 => {}
+            Err(e) => return Err(anyhow::anyhow!("creating namespace {name}: {e}")),
+        }
+    }
+    Ok(())
+}

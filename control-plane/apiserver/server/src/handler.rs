@@ -1,0 +1,383 @@
+//! The REST verbs on resources: decode the request, call the registry, encode the answer
+//! (objects, lists, Tables or a watch stream).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use apiserver_registry::selector::{FieldSelector, LabelSelector};
+use apiserver_registry::store::{DeleteOptions, Deleted, ListOptions, WriteOptions};
+use apiserver_registry::watch::{WatchEvent, WatchOptions};
+use apiserver_registry::{ApiError, Object, Registry, Resource};
+use bytes::Bytes;
+use futures::StreamExt;
+use http::{Response, StatusCode, header};
+use http_body_util::{BodyExt, StreamBody};
+use hyper::body::Frame;
+use serde_json::{Value, json};
+
+use crate::request::RequestInfo;
+use crate::response::{self, Body, Representation};
+use crate::table;
+
+/// The largest request body accepted, as kube-apiserver's default (3 MiB).
+pub const MAX_BODY_BYTES: usize = 3 * 1024 * 1024;
+
+/// A parsed resource request.
+pub struct Call<'a> {
+    /// What it asks for.
+    pub info: &'a RequestInfo,
+    /// The query parameters.
+    pub query: &'a HashMap<String, String>,
+    /// What representation the client accepts.
+    pub representation: Representation,
+    /// The body's media type.
+    pub content_type: &'a str,
+    /// The body.
+    pub body: Bytes,
+}
+
+impl Call<'_> {
+    fn param(&self, key: &str) -> &str {
+        self.query.get(key).map(String::as_str).unwrap_or("")
+    }
+
+    fn flag(&self, key: &str) -> bool {
+        matches!(self.param(key), "true" | "1")
+    }
+
+    fn write_options(&self) -> Result<WriteOptions, ApiError> {
+        let strict = match self.param("fieldValidation") {
+            "" | "Ignore" | "Warn" => false,
+            "Strict" => true,
+            other => {
+                return Err(ApiError::bad_request(format!(
+                    "fieldValidation: Unsupported value: \"{other}\": supported values: \"Ignore\", \"Warn\", \"Strict\""
+                )));
+            }
+        };
+        Ok(WriteOptions {
+            dry_run: dry_run(self.param("dryRun"))?,
+            strict,
+        })
+    }
+
+    fn namespace(&self) -> Option<&str> {
+        self.info.namespace.as_deref()
+    }
+
+    fn object_body(&self) -> Result<Object, ApiError> {
+        if !self.content_type.is_empty()
+            && !self.content_type.starts_with("application/json")
+            && !self.content_type.starts_with("*/*")
+        {
+            return Err(ApiError::unsupported_media_type(format!(
+                "the body of the request was in an unknown format - accepted media types include: application/json (got {})",
+                self.content_type
+            )));
+        }
+        decode_object(&self.body)
+    }
+}
+
+fn dry_run(value: &str) -> Result<bool, ApiError> {
+    match value {
+        "" => Ok(false),
+        "All" => Ok(true),
+        other => Err(ApiError::bad_request(format!(
+            "dryRun: Unsupported value: \"{other}\": supported values: \"All\""
+        ))),
+    }
+}
+
+fn decode_object(body: &[u8]) -> Result<Object, ApiError> {
+    match serde_json::from_slice::<Value>(body) {
+        Ok(Value::Object(object)) => Ok(object),
+        Ok(_) => Err(ApiError::bad_request(
+            "the request body must be a JSON object",
+        )),
+        Err(e) => Err(ApiError::bad_request(format!(
+            "the request body is not valid JSON: {e}"
+        ))),
+    }
+}
+
+fn list_options(call: &Call<'_>, resource: &Resource) -> Result<ListOptions, ApiError> {
+    let labels = LabelSelector::parse(call.param("labelSelector"))
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let fields = FieldSelector::parse(call.param("fieldSelector"), &resource.field_selectors)
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let limit = match call.param("limit") {
+        "" => 0,
+        text => text
+            .parse::<i64>()
+            .map_err(|_| {
+                ApiError::bad_request(format!(
+                    "limit: Invalid value: \"{text}\": must be an integer"
+                ))
+            })?
+            .max(0) as usize,
+    };
+    let continue_token = Some(call.param("continue").to_owned()).filter(|c| !c.is_empty());
+    if continue_token.is_some()
+        && !call.param("resourceVersion").is_empty()
+        && call.param("resourceVersion") != "0"
+    {
+        return Err(ApiError::bad_request(
+            "specifying resource version is not allowed when using continue",
+        ));
+    }
+    Ok(ListOptions {
+        labels,
+        fields,
+        limit,
+        continue_token,
+        resource_version: call.param("resourceVersion").to_owned(),
+        resource_version_match: call.param("resourceVersionMatch").to_owned(),
+    })
+}
+
+fn ok(status: StatusCode, object: Object, call: &Call<'_>, resource: &Resource) -> Response<Body> {
+    if call.representation == Representation::Table {
+        let rv = apiserver_registry::object::resource_version(&object).to_owned();
+        let table = table::table(
+            &resource.kind,
+            &[object],
+            &rv,
+            None,
+            call.param("includeObject"),
+        );
+        return response::json(status, &table);
+    }
+    response::json(status, &Value::Object(object))
+}
+
+/// Serves one resource request.
+pub async fn handle(
+    registry: &Registry,
+    resource: Arc<Resource>,
+    call: Call<'_>,
+) -> Result<Response<Body>, ApiError> {
+    let info = call.info;
+    let ns = call.namespace();
+    if resource.namespaced && ns.is_none() && !matches!(info.verb.as_str(), "list" | "watch") {
+        return Err(ApiError::no_route());
+    }
+    if let Some(sub) = &info.subresource {
+        let allowed = resource
+            .subresource(sub)
+            .is_some_and(|s| s.verbs.contains(&info.verb.as_str()));
+        if !allowed || !matches!(sub.as_str(), "status" | "finalize") {
+            return Err(ApiError::method_not_allowed(format!(
+                "{} is not supported on {}/{sub} by this server yet",
+                info.verb, resource.plural
+            )));
+        }
+    } else if !resource.allows(&info.verb) {
+        return Err(ApiError::method_not_allowed(format!(
+            "{} is not supported on {}",
+            info.verb, resource.plural
+        )));
+    }
+    let name = info.name.as_deref().unwrap_or("");
+    let sub = info.subresource.as_deref();
+    match info.verb.as_str() {
+        "get" => {
+            let object = registry.get(&resource, ns, name).await?;
+            Ok(ok(StatusCode::OK, object, &call, &resource))
+        }
+        "list" => list(registry, &resource, &call).await,
+        "watch" => watch(registry, resource.clone(), &call).await,
+        "create" => {
+            let body = call.object_body()?;
+            let object = registry
+                .create(&resource, ns, body, &call.write_options()?)
+                .await?;
+            Ok(ok(StatusCode::CREATED, object, &call, &resource))
+        }
+        "update" => {
+            let body = call.object_body()?;
+            let object = registry
+                .update(&resource, ns, name, sub, body, &call.write_options()?)
+                .await?;
+            Ok(ok(StatusCode::OK, object, &call, &resource))
+        }
+        "patch" => {
+            let patch = crate::patch::Patch::parse(call.content_type, &call.body)?;
+            let options = call.write_options()?;
+            let object = registry
+                .update_with(&resource, ns, name, sub, &options, &|current| {
+                    patch.apply(current)
+                })
+                .await?;
+            Ok(ok(StatusCode::OK, object, &call, &resource))
+        }
+        "delete" => {
+            let options = delete_options(&call)?;
+            match registry.delete(&resource, ns, name, &options).await? {
+                Deleted::Gone(object) | Deleted::Pending(object) => {
+                    Ok(ok(StatusCode::OK, object, &call, &resource))
+                }
+            }
+        }
+        "deletecollection" => {
+            let options = delete_options(&call)?;
+            let deleted = registry
+                .delete_collection(&resource, ns, &list_options(&call, &resource)?, &options)
+                .await?;
+            let list = json!({"kind": format!("{}List", resource.kind), "apiVersion": resource.api_version(),
+                              "metadata": {}, "items": deleted});
+            Ok(response::json(StatusCode::OK, &list))
+        }
+        other => Err(ApiError::method_not_allowed(format!(
+            "{other} is not supported"
+        ))),
+    }
+}
+
+fn delete_options(call: &Call<'_>) -> Result<DeleteOptions, ApiError> {
+    let body = if call.body.iter().all(u8::is_ascii_whitespace) {
+        Object::new()
+    } else {
+        decode_object(&call.body)?
+    };
+    let grace = match (
+        call.param("gracePeriodSeconds"),
+        body.get("gracePeriodSeconds"),
+    ) {
+        ("", Some(v)) => Some(
+            v.as_i64()
+                .ok_or_else(|| ApiError::bad_request("gracePeriodSeconds must be an integer"))?,
+        ),
+        ("", None) => None,
+        (text, _) => Some(
+            text.parse::<i64>()
+                .map_err(|_| ApiError::bad_request("gracePeriodSeconds must be an integer"))?,
+        ),
+    };
+    let mut propagation = body
+        .get("propagationPolicy")
+        .and_then(Value::as_str)
+        .map(str::to_owned);
+    if !call.param("propagationPolicy").is_empty() {
+        propagation = Some(call.param("propagationPolicy").to_owned());
+    }
+    if propagation.is_none() {
+        match body.get("orphanDependents").and_then(Value::as_bool) {
+            Some(true) => propagation = Some("Orphan".into()),
+            Some(false) => propagation = Some("Background".into()),
+            None => {}
+        }
+    }
+    let preconditions = body.get("preconditions");
+    let precondition = |key: &str| {
+        preconditions
+            .and_then(|p| p.get(key))
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+    };
+    let body_dry_run = body
+        .get("dryRun")
+        .and_then(Value::as_array)
+        .is_some_and(|d| d.iter().any(|v| v == "All"));
+    Ok(DeleteOptions {
+        grace_period_seconds: grace,
+        propagation_policy: propagation,
+        precondition_uid: precondition("uid"),
+        precondition_resource_version: precondition("resourceVersion"),
+        dry_run: body_dry_run || dry_run(call.param("dryRun"))?,
+    })
+}
+
+async fn list(
+    registry: &Registry,
+    resource: &Resource,
+    call: &Call<'_>,
+) -> Result<Response<Body>, ApiError> {
+    let options = list_options(call, resource)?;
+    let page = registry.list(resource, call.namespace(), &options).await?;
+    let rv = page.revision.to_string();
+    if call.representation == Representation::Table {
+        let table = table::table(
+            &resource.kind,
+            &page.items,
+            &rv,
+            page.continue_token.as_deref(),
+            call.param("includeObject"),
+        );
+        return Ok(response::json(StatusCode::OK, &table));
+    }
+    let mut metadata = json!({"resourceVersion": rv});
+    if let Some(token) = &page.continue_token {
+        metadata["continue"] = json!(token);
+    }
+    if let Some(remaining) = page.remaining.filter(|r| *r > 0) {
+        metadata["remainingItemCount"] = json!(remaining);
+    }
+    let list = json!({"kind": format!("{}List", resource.kind), "apiVersion": resource.api_version(),
+                      "metadata": metadata, "items": page.items});
+    Ok(response::json(StatusCode::OK, &list))
+}
+
+async fn watch(
+    registry: &Registry,
+    resource: Arc<Resource>,
+    call: &Call<'_>,
+) -> Result<Response<Body>, ApiError> {
+    let list = list_options(call, &resource)?;
+    let send_initial_events = match call.param("sendInitialEvents") {
+        "" => None,
+        "true" => Some(true),
+        "false" => Some(false),
+        other => {
+            return Err(ApiError::bad_request(format!(
+                "sendInitialEvents: invalid value {other:?}"
+            )));
+        }
+    };
+    let timeout = match call.param("timeoutSeconds") {
+        "" => Duration::from_secs(30 * 60),
+        text => Duration::from_secs(text.parse::<u64>().map_err(|_| {
+            ApiError::bad_request(format!("timeoutSeconds: Invalid value: \"{text}\""))
+        })?),
+    };
+    let options = WatchOptions {
+        labels: list.labels,
+        fields: list.fields,
+        resource_version: list.resource_version,
+        resource_version_match: list.resource_version_match,
+        bookmarks: call.flag("allowWatchBookmarks"),
+        send_initial_events,
+        bookmark_interval: Duration::from_secs(60),
+    };
+    let watch = registry
+        .watch(resource.clone(), call.namespace(), options)
+        .await?;
+    let deadline = tokio::time::Instant::now() + timeout;
+    let as_table = call.representation == Representation::Table;
+    let include = call.param("includeObject").to_owned();
+    let events = futures::stream::unfold(watch, move |mut watch| async move {
+        let event = tokio::time::timeout_at(deadline, watch.next())
+            .await
+            .ok()??;
+        Some((event, watch))
+    })
+    .map(move |event: WatchEvent| {
+        let object = if as_table && matches!(event.kind, "ADDED" | "MODIFIED" | "DELETED") {
+            let rv = apiserver_registry::object::resource_version(&event.object).to_owned();
+            table::table(&resource.kind, &[event.object], &rv, None, &include)
+        } else {
+            Value::Object(event.object)
+        };
+        let mut line =
+            serde_json::to_vec(&json!({"type": event.kind, "object": object})).unwrap_or_default();
+        line.push(b'\n');
+        Ok::<_, std::convert::Infallible>(Frame::data(Bytes::from(line)))
+    });
+    let mut response = Response::new(StreamBody::new(events).boxed_unsync());
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    Ok(response)
+}

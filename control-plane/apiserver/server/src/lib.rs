@@ -1,0 +1,236 @@
+//! Basalt's Kubernetes API server: HTTPS (HTTP/2 and HTTP/1.1), authentication and
+//! authorization, discovery, and the REST verbs over [`apiserver_registry::Registry`].
+//!
+//! One request: TLS gives the verified client certificate → `auth` names the user (or the
+//! request is anonymous and only health and version are open to it) → `request` reads what the
+//! path asks for → the authorizer decides → `discovery` or `handler` answers.
+//! **Does not know** how objects are stored or validated; the registry does.
+
+pub mod auth;
+pub mod discovery;
+pub mod handler;
+pub mod patch;
+pub mod request;
+pub mod response;
+pub mod table;
+pub mod tls;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use apiserver_registry::{ApiError, Registry};
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode, header};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use serde_json::json;
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+
+use crate::auth::{Authorizer, User};
+use crate::response::{Body, Representation};
+
+/// The Kubernetes version the API follows (what kubectl and clients see in `/version`).
+pub const KUBERNETES_VERSION: (&str, &str) = ("1", "32");
+
+/// The API server.
+pub struct ApiServer {
+    registry: Registry,
+    authorizer: Arc<dyn Authorizer>,
+    /// The address clients reach it at (for `/api`'s serverAddressByClientCIDRs).
+    address: String,
+}
+
+impl ApiServer {
+    /// An API server over `registry`.
+    pub fn new(registry: Registry, authorizer: Arc<dyn Authorizer>, address: String) -> ApiServer {
+        ApiServer {
+            registry,
+            authorizer,
+            address,
+        }
+    }
+
+    /// Serves TLS connections from `listener` until the task is dropped.
+    pub async fn serve(self: Arc<Self>, listener: TcpListener, tls: rustls::ServerConfig) {
+        let acceptor = TlsAcceptor::from(Arc::new(tls));
+        loop {
+            let (stream, peer) = match listener.accept().await {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    tracing::warn!("accepting a connection: {e}");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            let server = self.clone();
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let stream = match acceptor.accept(stream).await {
+                    Ok(stream) => stream,
+                    Err(e) => {
+                        tracing::debug!(%peer, "TLS handshake failed: {e}");
+                        return;
+                    }
+                };
+                let user = stream
+                    .get_ref()
+                    .1
+                    .peer_certificates()
+                    .and_then(|chain| chain.first())
+                    .and_then(|cert| User::from_certificate(cert));
+                let user = user.map(Arc::new);
+                let service = hyper::service::service_fn(move |request| {
+                    let server = server.clone();
+                    let user = user.clone();
+                    async move {
+                        Ok::<_, std::convert::Infallible>(
+                            server.handle(request, user.as_deref()).await,
+                        )
+                    }
+                });
+                let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                if let Err(e) = builder
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await
+                {
+                    tracing::debug!(%peer, "connection ended: {e}");
+                }
+            });
+        }
+    }
+
+    /// Answers one request.
+    pub async fn handle(&self, request: Request<Incoming>, user: Option<&User>) -> Response<Body> {
+        let method = request.method().clone();
+        let path = request.uri().path().to_owned();
+        let result = self.route(request, user).await;
+        let response = result.unwrap_or_else(|e| response::error(&e));
+        tracing::debug!(%method, %path, status = response.status().as_u16(), user = user.map(|u| u.name.as_str()), "request");
+        response
+    }
+
+    async fn route(
+        &self,
+        request: Request<Incoming>,
+        user: Option<&User>,
+    ) -> Result<Response<Body>, ApiError> {
+        let path = request.uri().path().to_owned();
+        match path.as_str() {
+            "/healthz" | "/livez" | "/readyz" => return Ok(response::text(StatusCode::OK, "ok")),
+            "/version" => {
+                return Ok(response::json(
+                    StatusCode::OK,
+                    &json!({"major": KUBERNETES_VERSION.0, "minor": KUBERNETES_VERSION.1,
+                            "gitVersion": format!("v{}.{}.0-basalt", KUBERNETES_VERSION.0, KUBERNETES_VERSION.1),
+                            "gitCommit": "", "gitTreeState": "clean", "buildDate": "",
+                            "goVersion": "", "compiler": "rustc", "platform": "linux/amd64"}),
+                ));
+            }
+            _ => {}
+        }
+        let Some(user) = user else {
+            return Err(ApiError::unauthorized());
+        };
+        let query: HashMap<String, String> = request
+            .uri()
+            .query()
+            .map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
+            .unwrap_or_default();
+        let accept = request
+            .headers()
+            .get(header::ACCEPT)
+            .and_then(|v| v.to_str().ok());
+        let representation = response::negotiate(accept).ok_or_else(|| {
+            ApiError::not_acceptable(
+                "only the following media types are accepted: application/json",
+            )
+        })?;
+        let watch = matches!(query.get("watch").map(String::as_str), Some("true" | "1"));
+        let info = request::parse(request.method(), &path, watch);
+        if !info.is_resource {
+            return self.discovery(&path, representation, user);
+        }
+        if let Err(why) = self.authorizer.authorize(user, &info) {
+            tracing::debug!(user = %user.name, "forbidden: {why}");
+            return Err(ApiError::forbidden(auth::forbidden_message(user, &info)));
+        }
+        let resource = self
+            .registry
+            .catalog()
+            .get(&info.group, &info.version, &info.resource)
+            .ok_or_else(ApiError::no_route)?;
+        let content_type = request
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned();
+        let body = read_body(request).await?;
+        let call = handler::Call {
+            info: &info,
+            query: &query,
+            representation,
+            content_type: &content_type,
+            body,
+        };
+        handler::handle(&self.registry, resource, call).await
+    }
+
+    fn discovery(
+        &self,
+        path: &str,
+        representation: Representation,
+        _user: &User,
+    ) -> Result<Response<Body>, ApiError> {
+        let catalog = self.registry.catalog();
+        let aggregated = representation == Representation::AggregatedDiscovery;
+        const AGGREGATED: &str =
+            "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList";
+        let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
+        let body = match parts.as_slice() {
+            ["api"] if aggregated => {
+                return Ok(response::json_typed(
+                    StatusCode::OK,
+                    &discovery::aggregated(catalog, true),
+                    AGGREGATED,
+                ));
+            }
+            ["apis"] if aggregated => {
+                return Ok(response::json_typed(
+                    StatusCode::OK,
+                    &discovery::aggregated(catalog, false),
+                    AGGREGATED,
+                ));
+            }
+            ["api"] => Some(discovery::api_versions(&self.address)),
+            ["apis"] => Some(discovery::api_group_list(catalog)),
+            ["api", version] => discovery::api_resource_list(catalog, "", version),
+            ["apis", group] => discovery::api_group(catalog, group),
+            ["apis", group, version] => discovery::api_resource_list(catalog, group, version),
+            _ => None,
+        };
+        body.map(|b| response::json(StatusCode::OK, &b))
+            .ok_or_else(ApiError::no_route)
+    }
+}
+
+async fn read_body(request: Request<Incoming>) -> Result<Bytes, ApiError> {
+    if matches!(*request.method(), Method::GET | Method::HEAD) {
+        return Ok(Bytes::new());
+    }
+    match Limited::new(request.into_body(), handler::MAX_BODY_BYTES)
+        .collect()
+        .await
+    {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(ApiError::too_large(format!(
+            "the request body is larger than {} bytes",
+            handler::MAX_BODY_BYTES
+        ))),
+        Err(e) => Err(ApiError::bad_request(format!(
+            "reading the request body: {e}"
+        ))),
+    }
+}

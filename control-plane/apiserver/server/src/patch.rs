@@ -1,0 +1,69 @@
+//! PATCH bodies: JSON merge patch (RFC 7386) and JSON patch (RFC 6902), applied to the current
+//! object inside the registry's read-modify-write, so a concurrent change is never lost.
+
+use apiserver_registry::{ApiError, Object};
+use serde_json::Value;
+
+/// A decoded patch.
+pub enum Patch {
+    /// `application/merge-patch+json`.
+    Merge(Value),
+    /// `application/json-patch+json`.
+    Json(json_patch::Patch),
+}
+
+impl Patch {
+    /// Decodes a body of the given media type.
+    pub fn parse(content_type: &str, body: &[u8]) -> Result<Patch, ApiError> {
+        let media = content_type.split(';').next().unwrap_or("").trim();
+        match media {
+            "application/merge-patch+json" => {
+                let value: Value = serde_json::from_slice(body).map_err(|e| {
+                    ApiError::bad_request(format!("the patch is not valid JSON: {e}"))
+                })?;
+                if !value.is_object() {
+                    return Err(ApiError::bad_request("a merge patch must be a JSON object"));
+                }
+                Ok(Patch::Merge(value))
+            }
+            "application/json-patch+json" => serde_json::from_slice(body)
+                .map(Patch::Json)
+                .map_err(|e| ApiError::bad_request(format!("the JSON patch is not valid: {e}"))),
+            "application/strategic-merge-patch+json" | "application/apply-patch+yaml" => {
+                Err(ApiError::unsupported_media_type(format!(
+                    "the server does not support {media} patches yet; use application/merge-patch+json or application/json-patch+json"
+                )))
+            }
+            other => Err(ApiError::unsupported_media_type(format!(
+                "the body of the request was in an unknown format - accepted media types include: \
+                 application/json-patch+json, application/merge-patch+json (got {other:?})"
+            ))),
+        }
+    }
+
+    /// The object after the patch. A resourceVersion the patch sets must be the current one.
+    pub fn apply(&self, current: Object) -> Result<Object, ApiError> {
+        let current_version = apiserver_registry::object::resource_version(&current).to_owned();
+        let mut value = Value::Object(current);
+        match self {
+            Patch::Merge(patch) => json_patch::merge(&mut value, patch),
+            Patch::Json(patch) => json_patch::patch(&mut value, patch)
+                .map_err(|e| ApiError::invalid_patch(&e.to_string()))?,
+        }
+        let Value::Object(patched) = value else {
+            return Err(ApiError::invalid_patch(
+                "the patched object is not a JSON object",
+            ));
+        };
+        let version = apiserver_registry::object::resource_version(&patched);
+        if !version.is_empty() && version != current_version {
+            return Err(ApiError {
+                code: 409,
+                reason: "Conflict",
+                message: "the object has been modified; please apply your changes to the latest version and try again".into(),
+                details: None,
+            });
+        }
+        Ok(patched)
+    }
+}

@@ -1,0 +1,251 @@
+//! A Basalt control plane for tests: `basalt-apiserver` on a loopback address of its own, a
+//! throwaway CA with users in their own certificates, and a kubeconfig for the real kubectl.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use rand::Rng;
+use rcgen::{
+    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
+    KeyPair, SanType,
+};
+
+use crate::process::binary;
+
+/// A user of the test cluster, as its client certificate names it.
+pub struct TestUser {
+    /// The user name (certificate CN).
+    pub name: &'static str,
+    /// Its groups (certificate O).
+    pub groups: &'static [&'static str],
+}
+
+/// The cluster administrator (in `system:masters`).
+pub const ADMIN: TestUser = TestUser {
+    name: "admin",
+    groups: &["system:masters"],
+};
+/// A user no policy grants anything.
+pub const BOB: TestUser = TestUser {
+    name: "bob",
+    groups: &[],
+};
+
+/// A running API server; killed and its directory removed on drop.
+pub struct ControlPlane {
+    dir: PathBuf,
+    child: Child,
+    /// The HTTPS address.
+    pub address: String,
+}
+
+fn write(dir: &Path, name: &str, pem: String) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, pem).expect("writing pem");
+    path
+}
+
+impl ControlPlane {
+    /// Starts an API server with a fresh store and waits until it serves.
+    pub fn start() -> ControlPlane {
+        let dir = tempfile::Builder::new()
+            .prefix("basalt-apiserver-")
+            .tempdir()
+            .expect("temp dir")
+            .keep();
+        let mut rng = rand::rng();
+        let ip = Ipv4Addr::new(
+            127,
+            rng.random_range(1..=254u8),
+            rng.random_range(0..=255u8),
+            1,
+        );
+        let address = format!("{ip}:6443");
+
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("ca params");
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            .push(DnType::CommonName, "basalt test cluster ca");
+        let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().expect("ca key"))
+            .expect("ca");
+        let ca_path = write(&dir, "ca.pem", ca.pem());
+
+        let mut server =
+            CertificateParams::new(vec!["localhost".to_string()]).expect("server params");
+        server
+            .distinguished_name
+            .push(DnType::CommonName, "basalt-apiserver");
+        server
+            .subject_alt_names
+            .push(SanType::IpAddress(IpAddr::V4(ip)));
+        server.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        let server_key = KeyPair::generate().expect("server key");
+        let server_cert = server.signed_by(&server_key, &ca).expect("server cert");
+        let cert = write(&dir, "apiserver.pem", server_cert.pem());
+        let key = write(&dir, "apiserver-key.pem", server_key.serialize_pem());
+
+        let mut users = String::new();
+        let mut contexts = String::new();
+        for user in [&ADMIN, &BOB] {
+            let mut params = CertificateParams::new(Vec::<String>::new()).expect("user params");
+            params
+                .distinguished_name
+                .push(DnType::CommonName, user.name);
+            for group in user.groups {
+                params
+                    .distinguished_name
+                    .push(DnType::OrganizationName, *group);
+            }
+            params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+            let user_key = KeyPair::generate().expect("user key");
+            let user_cert = params.signed_by(&user_key, &ca).expect("user cert");
+            let cert = write(&dir, &format!("{}.pem", user.name), user_cert.pem());
+            let key = write(
+                &dir,
+                &format!("{}-key.pem", user.name),
+                user_key.serialize_pem(),
+            );
+            users.push_str(&format!(
+                "- name: {0}\n  user: {{client-certificate: {1}, client-key: {2}}}\n",
+                user.name,
+                cert.display(),
+                key.display()
+            ));
+            contexts.push_str(&format!(
+                "- name: {0}\n  context: {{cluster: basalt, user: {0}}}\n",
+                user.name
+            ));
+        }
+        // A token the server does not know: kubectl would prompt for a password without one.
+        users.push_str("- name: anonymous\n  user: {token: not-a-valid-token}\n");
+        contexts.push_str("- name: anonymous\n  context: {cluster: basalt, user: anonymous}\n");
+        let kubeconfig = format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: basalt\n  cluster: {{server: \"https://{address}\", certificate-authority: {}}}\nusers:\n{users}contexts:\n{contexts}current-context: admin\n",
+            ca_path.display()
+        );
+        std::fs::write(dir.join("kubeconfig"), kubeconfig).expect("kubeconfig");
+
+        let log = std::fs::File::create(dir.join("apiserver.log")).expect("log file");
+        let child = Command::new(binary("basalt-apiserver"))
+            .arg("--data-dir")
+            .arg(dir.join("data"))
+            .args(["--bind-address", &ip.to_string(), "--secure-port", "6443"])
+            .arg("--tls-cert-file")
+            .arg(&cert)
+            .arg("--tls-private-key-file")
+            .arg(&key)
+            .arg("--client-ca-file")
+            .arg(&ca_path)
+            .args(["--store-peer-address", &format!("{ip}:2380")])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("starting basalt-apiserver");
+        let plane = ControlPlane {
+            dir,
+            child,
+            address,
+        };
+        plane.wait_ready();
+        plane
+    }
+
+    fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            // The system namespaces exist once the server has finished starting.
+            if self
+                .kubectl(&["get", "namespace", "kube-system", "-o", "name"])
+                .status
+                .success()
+            {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("the API server did not become ready; log:\n{}", self.log());
+    }
+
+    /// The kubeconfig file (contexts `admin`, `bob`, and `anonymous` with an unknown token).
+    pub fn kubeconfig(&self) -> PathBuf {
+        self.dir.join("kubeconfig")
+    }
+
+    /// The server's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("apiserver.log")).unwrap_or_default()
+    }
+
+    /// A kubectl command for `context`.
+    pub fn kubectl_command(&self, context: &str) -> Command {
+        let mut command = Command::new("kubectl");
+        command
+            .env("KUBECONFIG", self.kubeconfig())
+            .env_remove("KUBERNETES_SERVICE_HOST")
+            .args(["--context", context, "--request-timeout", "20s"]);
+        command
+    }
+
+    /// Runs kubectl as the admin.
+    pub fn kubectl(&self, args: &[&str]) -> Output {
+        self.kubectl_command("admin")
+            .args(args)
+            .output()
+            .expect("running kubectl")
+    }
+
+    /// Runs kubectl as the admin with `input` on stdin.
+    pub fn kubectl_stdin(&self, args: &[&str], input: &str) -> Output {
+        use std::io::Write;
+        let mut child = self
+            .kubectl_command("admin")
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("running kubectl");
+        child
+            .stdin
+            .take()
+            .expect("kubectl stdin")
+            .write_all(input.as_bytes())
+            .expect("writing kubectl stdin");
+        child.wait_with_output().expect("kubectl output")
+    }
+
+    /// Runs kubectl as the admin and returns its stdout, failing the test if it fails.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let output = self.kubectl(args);
+        assert!(
+            output.status.success(),
+            "kubectl {args:?} failed: {}\n--- server log tail ---\n{}",
+            String::from_utf8_lossy(&output.stderr),
+            tail(&self.log(), 20)
+        );
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+}
+
+fn tail(text: &str, lines: usize) -> String {
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+impl Drop for ControlPlane {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::env::var_os("BASALT_KEEP_CLUSTERS").is_some() {
+            eprintln!(
+                "keeping the control plane's directory {}",
+                self.dir.display()
+            );
+        } else {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}

@@ -1,0 +1,329 @@
+//! The real kubectl against basalt-apiserver: the everyday commands, watches, conflicts,
+//! and what unauthenticated and unauthorized users get.
+
+use std::io::Read;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use basalt_tests::control_plane::ControlPlane;
+
+const APP: &str = r#"
+apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: app-config
+  labels: {app: web}
+data:
+  mode: fast
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: web
+  labels: {app: web, tier: frontend}
+spec:
+  replicas: 2
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec:
+      containers:
+      - name: web
+        image: busybox:1.36
+        command: ["sleep", "3600"]
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: web
+spec:
+  selector: {app: web}
+  ports: [{port: 80, targetPort: 8080}]
+"#;
+
+// Until the server publishes OpenAPI, kubectl's client-side validation is off for files.
+const NO_VALIDATE: &str = "--validate=false";
+
+#[test]
+fn everyday_commands() {
+    let plane = ControlPlane::start();
+    let out = plane.kubectl_stdin(&["apply", NO_VALIDATE, "-f", "-"], APP);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let applied = String::from_utf8_lossy(&out.stdout);
+    assert!(applied.contains("deployment.apps/web created"), "{applied}");
+
+    let table = plane.ok(&["get", "deployments"]);
+    let header: Vec<&str> = table
+        .lines()
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
+    assert_eq!(header, ["NAME", "READY", "UP-TO-DATE", "AVAILABLE", "AGE"]);
+    let row: Vec<&str> = table
+        .lines()
+        .nth(1)
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
+    assert_eq!(row[..4], ["web", "0/2", "0", "0"], "{table}");
+    let wide = plane.ok(&["get", "deployment", "web", "-o", "wide"]);
+    assert!(
+        wide.contains("busybox:1.36") && wide.contains("app=web"),
+        "{wide}"
+    );
+    let svc = plane.ok(&["get", "svc", "web"]);
+    assert!(svc.contains("80/TCP"), "{svc}");
+
+    // Defaults and metadata the server fills.
+    let replicas = plane.ok(&["get", "deploy", "web", "-o", "jsonpath={.spec.replicas} {.metadata.generation} {.spec.strategy.type} {.spec.template.spec.restartPolicy}"]);
+    assert_eq!(replicas, "2 1 RollingUpdate Always");
+    let yaml = plane.ok(&["get", "configmap", "app-config", "-o", "yaml"]);
+    for field in [
+        "uid:",
+        "creationTimestamp:",
+        "resourceVersion:",
+        "mode: fast",
+    ] {
+        assert!(yaml.contains(field), "{field} missing from {yaml}");
+    }
+    let json: serde_json::Value =
+        serde_json::from_str(&plane.ok(&["get", "cm", "-o", "json"])).expect("kubectl -o json");
+    assert_eq!(json["kind"], "List");
+    assert_eq!(json["items"][0]["metadata"]["name"], "app-config");
+
+    // Selectors, label and annotate, patches of two types.
+    assert_eq!(
+        plane
+            .ok(&["get", "deploy", "-l", "tier=frontend", "-o", "name"])
+            .trim(),
+        "deployment.apps/web"
+    );
+    assert_eq!(
+        plane
+            .ok(&["get", "deploy", "-l", "tier!=frontend", "-o", "name"])
+            .trim(),
+        ""
+    );
+    assert_eq!(
+        plane
+            .ok(&[
+                "get",
+                "cm",
+                "--field-selector",
+                "metadata.name=app-config",
+                "-o",
+                "name"
+            ])
+            .trim(),
+        "configmap/app-config"
+    );
+    plane.ok(&["label", "cm", "app-config", "env=dev"]);
+    plane.ok(&["annotate", "cm", "app-config", "owner=team-a"]);
+    assert_eq!(
+        plane.ok(&[
+            "get",
+            "cm",
+            "app-config",
+            "-o",
+            "jsonpath={.metadata.labels.env} {.metadata.annotations.owner}"
+        ]),
+        "dev team-a"
+    );
+    plane.ok(&[
+        "patch",
+        "deploy",
+        "web",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"replicas":3}}"#,
+    ]);
+    plane.ok(&[
+        "patch",
+        "deploy",
+        "web",
+        "--type=json",
+        "-p",
+        r#"[{"op":"replace","path":"/spec/replicas","value":4}]"#,
+    ]);
+    assert_eq!(
+        plane.ok(&[
+            "get",
+            "deploy",
+            "web",
+            "-o",
+            "jsonpath={.spec.replicas} {.metadata.generation}"
+        ]),
+        "4 3",
+        "each spec change bumps the generation"
+    );
+
+    // All namespaces, and a namespace that does not exist.
+    let ns = plane.kubectl_stdin(
+        &["create", NO_VALIDATE, "-f", "-"],
+        r#"{"apiVersion":"v1","kind":"Namespace","metadata":{"name":"team-b"}}"#,
+    );
+    assert!(
+        ns.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ns.stderr)
+    );
+    let all = plane.ok(&["get", "cm", "-A"]);
+    assert!(
+        all.lines().next().unwrap_or("").starts_with("NAMESPACE"),
+        "{all}"
+    );
+    let missing = plane.kubectl_stdin(
+        &["create", NO_VALIDATE, "-n", "nowhere", "-f", "-"],
+        r#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"x"}}"#,
+    );
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("namespaces \"nowhere\" not found"));
+
+    // Bad input gets Kubernetes' messages.
+    let invalid = plane.kubectl_stdin(&["create", NO_VALIDATE, "-f", "-"],
+        r#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"Bad_Name"},"spec":{"containers":[{"name":"c"}]}}"#);
+    let stderr = String::from_utf8_lossy(&invalid.stderr);
+    assert!(stderr.contains("Pod \"Bad_Name\" is invalid"), "{stderr}");
+    assert!(
+        stderr.contains("spec.containers[0].image: Required value"),
+        "{stderr}"
+    );
+    let exists = plane.kubectl_stdin(
+        &["create", NO_VALIDATE, "-f", "-"],
+        r#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"app-config"}}"#,
+    );
+    assert!(
+        String::from_utf8_lossy(&exists.stderr)
+            .contains("configmaps \"app-config\" already exists")
+    );
+
+    // Discovery.
+    let resources = plane.ok(&["api-resources"]);
+    for row in ["pods", "deployments", "clusterroles", "leases"] {
+        assert!(
+            resources.lines().any(|l| l.starts_with(row)),
+            "{row} missing from {resources}"
+        );
+    }
+    let versions = plane.ok(&["api-versions"]);
+    for version in ["v1", "apps/v1", "rbac.authorization.k8s.io/v1"] {
+        assert!(
+            versions.lines().any(|l| l == version),
+            "{version} missing from {versions}"
+        );
+    }
+
+    // Delete.
+    plane.ok(&["delete", "cm", "app-config"]);
+    let gone = plane.kubectl(&["get", "cm", "app-config"]);
+    assert!(String::from_utf8_lossy(&gone.stderr).contains("configmaps \"app-config\" not found"));
+}
+
+#[test]
+fn stale_writes_conflict_and_watches_see_changes() {
+    let plane = ControlPlane::start();
+    let out = plane.kubectl_stdin(
+        &["create", NO_VALIDATE, "-f", "-"],
+        r#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"c"},"data":{"v":"1"}}"#,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stale = plane.ok(&["get", "cm", "c", "-o", "json"]);
+    plane.ok(&[
+        "patch",
+        "cm",
+        "c",
+        "--type=merge",
+        "-p",
+        r#"{"data":{"v":"2"}}"#,
+    ]);
+    let replaced = plane.kubectl_stdin(&["replace", NO_VALIDATE, "-f", "-"], &stale);
+    let stderr = String::from_utf8_lossy(&replaced.stderr);
+    assert!(stderr.contains("the object has been modified"), "{stderr}");
+
+    let mut watch = plane
+        .kubectl_command("admin")
+        .args([
+            "get",
+            "cm",
+            "-w",
+            "-o",
+            "custom-columns=NAME:.metadata.name,V:.data.v",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("kubectl get -w");
+    std::thread::sleep(Duration::from_secs(1));
+    plane.ok(&[
+        "patch",
+        "cm",
+        "c",
+        "--type=merge",
+        "-p",
+        r#"{"data":{"v":"3"}}"#,
+    ]);
+    let mut stdout = watch.stdout.take().expect("watch stdout");
+    let reader = std::thread::spawn(move || {
+        let mut seen = String::new();
+        let mut buffer = [0u8; 4096];
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline && !seen.contains("c      3") {
+            match stdout.read(&mut buffer) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => seen.push_str(&String::from_utf8_lossy(&buffer[..n])),
+            }
+        }
+        seen
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    let _ = watch.kill();
+    let _ = watch.wait();
+    let seen = reader.join().expect("watch reader");
+    assert!(seen.contains("c      2"), "initial state missing: {seen}");
+    assert!(
+        seen.contains("c      3"),
+        "the later change was not observed: {seen}"
+    );
+}
+
+#[test]
+fn anonymous_and_forbidden_requests() {
+    let plane = ControlPlane::start();
+    let anonymous = plane
+        .kubectl_command("anonymous")
+        .args(["get", "pods"])
+        .output()
+        .expect("kubectl");
+    let stderr = String::from_utf8_lossy(&anonymous.stderr);
+    assert!(!anonymous.status.success());
+    assert!(stderr.contains("Unauthorized"), "{stderr}");
+    let health = plane
+        .kubectl_command("anonymous")
+        .args(["get", "--raw", "/healthz"])
+        .output()
+        .expect("kubectl");
+    assert_eq!(
+        String::from_utf8_lossy(&health.stdout),
+        "ok",
+        "health is open to anyone"
+    );
+
+    let bob = plane
+        .kubectl_command("bob")
+        .args(["get", "pods", "-n", "default"])
+        .output()
+        .expect("kubectl");
+    let stderr = String::from_utf8_lossy(&bob.stderr);
+    assert!(
+        stderr.contains("pods is forbidden: User \"bob\" cannot list resource \"pods\" in API group \"\" in the namespace \"default\""),
+        "{stderr}"
+    );
+}
