@@ -201,6 +201,91 @@ fn everyday_commands() {
             .contains("configmaps \"app-config\" already exists")
     );
 
+    // kubectl's imperative commands send protobuf bodies.
+    plane.ok(&[
+        "create",
+        "configmap",
+        "settings",
+        "-n",
+        "team-b",
+        "--from-literal=level=3",
+    ]);
+    plane.ok(&[
+        "create",
+        "secret",
+        "generic",
+        "token",
+        "-n",
+        "team-b",
+        "--from-literal=key=s3cret",
+    ]);
+    plane.ok(&[
+        "create",
+        "deployment",
+        "api",
+        "-n",
+        "team-b",
+        "--image=busybox:1.36",
+        "--replicas=2",
+        "--port=8080",
+    ]);
+    plane.ok(&[
+        "create",
+        "service",
+        "clusterip",
+        "api",
+        "-n",
+        "team-b",
+        "--tcp=80:8080",
+    ]);
+    plane.ok(&[
+        "create",
+        "job",
+        "once",
+        "-n",
+        "team-b",
+        "--image=busybox:1.36",
+        "--",
+        "true",
+    ]);
+    assert_eq!(
+        plane.ok(&[
+            "get",
+            "secret",
+            "token",
+            "-n",
+            "team-b",
+            "-o",
+            "jsonpath={.data.key}"
+        ]),
+        "czNjcmV0"
+    );
+    assert_eq!(
+        plane.ok(&[
+            "get",
+            "svc",
+            "api",
+            "-n",
+            "team-b",
+            "-o",
+            "jsonpath={.spec.ports[0].port}/{.spec.ports[0].targetPort}"
+        ]),
+        "80/8080"
+    );
+    plane.ok(&["scale", "deployment", "api", "-n", "team-b", "--replicas=5"]);
+    assert_eq!(
+        plane.ok(&[
+            "get",
+            "deploy",
+            "api",
+            "-n",
+            "team-b",
+            "-o",
+            "jsonpath={.spec.replicas}"
+        ]),
+        "5"
+    );
+
     // Discovery.
     let resources = plane.ok(&["api-resources"]);
     for row in ["pods", "deployments", "clusterroles", "leases"] {

@@ -19,6 +19,7 @@ pub use catalog::{Catalog, Resource};
 pub use error::{ApiError, FieldError, Subject};
 pub use object::Object;
 pub mod continuation;
+pub mod scale;
 pub mod store;
 pub mod watch;
 

@@ -67,16 +67,22 @@ impl Call<'_> {
     }
 
     fn object_body(&self) -> Result<Object, ApiError> {
-        if !self.content_type.is_empty()
-            && !self.content_type.starts_with("application/json")
-            && !self.content_type.starts_with("*/*")
-        {
-            return Err(ApiError::unsupported_media_type(format!(
-                "the body of the request was in an unknown format - accepted media types include: application/json (got {})",
-                self.content_type
-            )));
+        decode_body(self.content_type, &self.body)
+    }
+}
+
+/// Decodes a request body in JSON or Kubernetes' protobuf encoding.
+fn decode_body(content_type: &str, body: &[u8]) -> Result<Object, ApiError> {
+    let media = content_type.split(';').next().unwrap_or("").trim();
+    match media {
+        "" | "application/json" | "*/*" => decode_object(body),
+        apiserver_protobuf::MEDIA_TYPE => {
+            apiserver_protobuf::decode(body).map_err(|e| ApiError::bad_request(e.to_string()))
         }
-        decode_object(&self.body)
+        other => Err(ApiError::unsupported_media_type(format!(
+            "the body of the request was in an unknown format - accepted media types include: \
+             application/json, application/vnd.kubernetes.protobuf (got {other})"
+        ))),
     }
 }
 
@@ -167,7 +173,7 @@ pub async fn handle(
         let allowed = resource
             .subresource(sub)
             .is_some_and(|s| s.verbs.contains(&info.verb.as_str()));
-        if !allowed || !matches!(sub.as_str(), "status" | "finalize") {
+        if !allowed || !matches!(sub.as_str(), "status" | "finalize" | "scale") {
             return Err(ApiError::method_not_allowed(format!(
                 "{} is not supported on {}/{sub} by this server yet",
                 info.verb, resource.plural
@@ -181,6 +187,9 @@ pub async fn handle(
     }
     let name = info.name.as_deref().unwrap_or("");
     let sub = info.subresource.as_deref();
+    if sub == Some("scale") {
+        return scale(registry, &resource, &call, name).await;
+    }
     match info.verb.as_str() {
         "get" => {
             let object = registry.get(&resource, ns, name).await?;
@@ -235,11 +244,47 @@ pub async fn handle(
     }
 }
 
+/// The `scale` subresource: get, update and patch of a workload's replicas.
+async fn scale(
+    registry: &Registry,
+    resource: &Resource,
+    call: &Call<'_>,
+    name: &str,
+) -> Result<Response<Body>, ApiError> {
+    let ns = call.namespace();
+    let scale = match call.info.verb.as_str() {
+        "get" => registry.get_scale(resource, ns, name).await?,
+        "update" => {
+            let body = call.object_body()?;
+            registry
+                .update_scale(resource, ns, name, &call.write_options()?, &|_| {
+                    Ok(body.clone())
+                })
+                .await?
+        }
+        "patch" => {
+            let patch = crate::patch::Patch::parse(call.content_type, &call.body)?;
+            registry
+                .update_scale(resource, ns, name, &call.write_options()?, &|current| {
+                    patch.apply(current)
+                })
+                .await?
+        }
+        other => {
+            return Err(ApiError::method_not_allowed(format!(
+                "{other} is not supported on {}/scale",
+                resource.plural
+            )));
+        }
+    };
+    Ok(response::json(StatusCode::OK, &Value::Object(scale)))
+}
+
 fn delete_options(call: &Call<'_>) -> Result<DeleteOptions, ApiError> {
     let body = if call.body.iter().all(u8::is_ascii_whitespace) {
         Object::new()
     } else {
-        decode_object(&call.body)?
+        decode_body(call.content_type, &call.body)?
     };
     let grace = match (
         call.param("gracePeriodSeconds"),

@@ -1,0 +1,110 @@
+//! The `scale` subresource: a workload's replicas as an `autoscaling/v1` Scale, read from and
+//! written to the workload itself.
+
+use serde_json::{Value, json};
+
+use crate::catalog::Resource;
+use crate::error::{ApiError, FieldError, Subject};
+use crate::object::{self, Object, value_at};
+use crate::store::{Registry, WriteOptions};
+
+/// The Scale view of a workload.
+pub fn scale_of(workload: &Object) -> Object {
+    let meta = object::metadata(workload).cloned().unwrap_or_default();
+    let keep = [
+        "name",
+        "namespace",
+        "uid",
+        "resourceVersion",
+        "creationTimestamp",
+    ];
+    let meta: Object = meta
+        .into_iter()
+        .filter(|(k, _)| keep.contains(&k.as_str()))
+        .collect();
+    let selector = value_at(workload, "spec.selector")
+        .and_then(Value::as_object)
+        .map(|s| crate::types::workload::selector_of(s).to_string())
+        .unwrap_or_default();
+    let scale = json!({
+        "apiVersion": "autoscaling/v1",
+        "kind": "Scale",
+        "metadata": meta,
+        "spec": {"replicas": value_at(workload, "spec.replicas").and_then(Value::as_i64).unwrap_or(0)},
+        "status": {
+            "replicas": value_at(workload, "status.replicas").and_then(Value::as_i64).unwrap_or(0),
+            "selector": selector,
+        },
+    });
+    scale.as_object().cloned().unwrap_or_default()
+}
+
+impl Registry {
+    /// Reads a workload's scale.
+    pub async fn get_scale(
+        &self,
+        resource: &Resource,
+        namespace: Option<&str>,
+        name: &str,
+    ) -> Result<Object, ApiError> {
+        let workload = self.get(resource, namespace, name).await?;
+        Ok(scale_of(&workload))
+    }
+
+    /// Changes a workload's replicas: `mutate` gets the current Scale and returns the one
+    /// wanted. A resourceVersion in it must be the workload's current one.
+    pub async fn update_scale(
+        &self,
+        resource: &Resource,
+        namespace: Option<&str>,
+        name: &str,
+        options: &WriteOptions,
+        mutate: &(dyn Fn(Object) -> Result<Object, ApiError> + Send + Sync),
+    ) -> Result<Object, ApiError> {
+        let subject = Subject {
+            group: &resource.group,
+            kind: &resource.kind,
+            resource: &resource.plural,
+            name,
+        };
+        let workload = self
+            .update_with(
+                resource,
+                namespace,
+                name,
+                None,
+                options,
+                &|mut current: Object| {
+                    let wanted = mutate(scale_of(&current))?;
+                    let version = object::resource_version(&wanted);
+                    if !version.is_empty() && version != object::resource_version(&current) {
+                        return Err(ApiError::modified(subject));
+                    }
+                    let replicas = match value_at(&wanted, "spec.replicas") {
+                        None => 0,
+                        Some(v) => v
+                            .as_i64()
+                            .filter(|r| (0..=i64::from(i32::MAX)).contains(r))
+                            .ok_or_else(|| {
+                                ApiError::invalid(
+                                    Subject {
+                                        kind: "Scale",
+                                        ..subject
+                                    },
+                                    &[FieldError::invalid(
+                                        "spec.replicas",
+                                        v.to_string(),
+                                        "must be greater than or equal to 0",
+                                    )],
+                                )
+                            })?,
+                    };
+                    object::map_mut(&mut current, "spec")
+                        .insert("replicas".into(), json!(replicas));
+                    Ok(current)
+                },
+            )
+            .await?;
+        Ok(scale_of(&workload))
+    }
+}
