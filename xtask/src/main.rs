@@ -1,8 +1,10 @@
-//! `cargo xtask`: the project's own commands — setup, test, a local store cluster, benchmarks.
+//! `cargo xtask`: the project's own commands — setup, test, a local store cluster, the API
+//! server, benchmarks.
 //!
 //! xtask only orchestrates: it installs tools, builds and runs the project's binaries. It holds no
 //! Basalt logic and keeps its dependencies to `anyhow` so that it builds in seconds.
 
+mod apiserver;
 mod bench;
 mod cmd;
 mod setup;
@@ -17,6 +19,8 @@ usage: cargo xtask <command>
 commands:
   setup                 install what this machine lacks (apt packages, rustup components, bpf-linker)
   test                  format check, clippy, and every test (unit, integration, end-to-end)
+  apiserver up [--fresh] run the Kubernetes API server on 127.0.0.1:6443 with an admin kubeconfig
+                        under target/basalt-apiserver/ until Ctrl-C
   store up [--nodes N] [--fresh]
                         run a local N-member store cluster on 127.0.0.1..N (default 3) until Ctrl-C
   bench store [ARGS]    the store against etcd 3.4 side by side, appended to docs/benchmarks.md
@@ -36,6 +40,7 @@ fn main() -> Result<()> {
         "setup" => setup::run(),
         "test" => test::run(rest),
         "bench" => bench::run(rest),
+        "apiserver" => apiserver::run(rest),
         "store" => store::run(rest),
         "help" | "--help" | "-h" => {
             print!("{USAGE}");

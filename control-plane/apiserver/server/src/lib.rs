@@ -10,6 +10,7 @@ pub mod auth;
 pub mod discovery;
 pub mod handler;
 pub mod patch;
+pub mod pki;
 pub mod request;
 pub mod response;
 pub mod table;

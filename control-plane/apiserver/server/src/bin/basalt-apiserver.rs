@@ -30,14 +30,18 @@ struct Args {
     #[arg(long, default_value_t = 6443)]
     secure_port: u16,
     /// The serving certificate (PEM, chain allowed).
-    #[arg(long)]
-    tls_cert_file: PathBuf,
+    #[arg(long, requires_all = ["tls_private_key_file", "client_ca_file"])]
+    tls_cert_file: Option<PathBuf>,
     /// The serving certificate's key (PEM).
-    #[arg(long)]
-    tls_private_key_file: PathBuf,
+    #[arg(long, requires = "tls_cert_file")]
+    tls_private_key_file: Option<PathBuf>,
     /// CA whose client certificates authenticate users (CN user, O groups).
-    #[arg(long)]
-    client_ca_file: PathBuf,
+    #[arg(long, requires = "tls_cert_file")]
+    client_ca_file: Option<PathBuf>,
+    /// Without the TLS flags: where to create (once) a cluster CA, the serving certificate and
+    /// an administrator's kubeconfig, `admin.kubeconfig`.
+    #[arg(long, conflicts_with = "tls_cert_file")]
+    pki_dir: Option<PathBuf>,
     /// The store member's peer address (loopback for a single server).
     #[arg(long, default_value = "127.0.0.1:2380")]
     store_peer_address: SocketAddr,
@@ -58,12 +62,8 @@ async fn main() -> Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
-    let tls = apiserver::tls::server_config(
-        &args.tls_cert_file,
-        &args.tls_private_key_file,
-        &args.client_ca_file,
-    )
-    .context("serving TLS")?;
+    let addr = SocketAddr::new(args.bind_address, args.secure_port);
+    let tls = serving_tls(&args, addr)?;
     let peer_url = format!("http://{}", args.store_peer_address);
     let store = StoreNode::start(NodeConfig::new(
         "apiserver",
@@ -77,7 +77,6 @@ async fn main() -> Result<()> {
     let registry = Registry::new(Arc::new(LocalBackend::new(store.clone())), catalog);
     create_system_namespaces(&registry).await?;
 
-    let addr = SocketAddr::new(args.bind_address, args.secure_port);
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("listening on {addr}"))?;
@@ -99,6 +98,33 @@ async fn main() -> Result<()> {
     }
     store.shutdown().await;
     Ok(())
+}
+
+/// The TLS configuration from the given files, or from a PKI created in `--pki-dir`.
+fn serving_tls(args: &Args, addr: SocketAddr) -> Result<rustls::ServerConfig> {
+    let (cert, key, client_ca) = match (
+        &args.tls_cert_file,
+        &args.tls_private_key_file,
+        &args.client_ca_file,
+        &args.pki_dir,
+    ) {
+        (Some(cert), Some(key), Some(ca), _) => (cert.clone(), key.clone(), ca.clone()),
+        (None, _, _, Some(dir)) => {
+            let loopback = std::net::IpAddr::from([127, 0, 0, 1]);
+            let pki = apiserver::pki::ensure(
+                dir,
+                &[args.bind_address, loopback],
+                &format!("https://{addr}"),
+            )
+            .context("creating the cluster PKI")?;
+            tracing::info!(kubeconfig = %pki.admin_kubeconfig.display(), "administrator kubeconfig");
+            (pki.cert, pki.key, pki.ca)
+        }
+        _ => anyhow::bail!(
+            "give --tls-cert-file, --tls-private-key-file and --client-ca-file, or --pki-dir"
+        ),
+    };
+    apiserver::tls::server_config(&cert, &key, &client_ca).context("serving TLS")
 }
 
 async fn create_system_namespaces(registry: &Registry) -> Result<()> {
