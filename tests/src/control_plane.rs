@@ -174,6 +174,16 @@ impl ControlPlane {
         self.dir.join("kubeconfig")
     }
 
+    /// Writes an executable script into the control plane's directory and returns its path.
+    pub fn write_script(&self, name: &str, contents: &str) -> PathBuf {
+        use std::os::unix::fs::PermissionsExt;
+        let path = self.dir.join(name);
+        std::fs::write(&path, contents).expect("writing script");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))
+            .expect("chmod script");
+        path
+    }
+
     /// The server's log so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.join("apiserver.log")).unwrap_or_default()

@@ -41,13 +41,10 @@ spec:
   ports: [{port: 80, targetPort: 8080}]
 "#;
 
-// Until the server publishes OpenAPI, kubectl's client-side validation is off for files.
-const NO_VALIDATE: &str = "--validate=false";
-
 #[test]
 fn everyday_commands() {
     let plane = ControlPlane::start();
-    let out = plane.kubectl_stdin(&["apply", NO_VALIDATE, "-f", "-"], APP);
+    let out = plane.kubectl_stdin(&["apply", "-f", "-"], APP);
     assert!(
         out.status.success(),
         "{}",
@@ -162,9 +159,88 @@ fn everyday_commands() {
         "each spec change bumps the generation"
     );
 
+    // A second apply merges with what others changed meanwhile (a strategic merge patch).
+    plane.ok(&["label", "deploy", "web", "owner=ops"]);
+    let changed = APP
+        .replace("busybox:1.36", "busybox:1.37")
+        .replace("replicas: 2", "replicas: 6");
+    let out = plane.kubectl_stdin(&["apply", "-f", "-"], &changed);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("deployment.apps/web configured"));
+    assert_eq!(
+        plane.ok(&["get", "deploy", "web", "-o", "jsonpath={.spec.replicas} {.spec.template.spec.containers[0].image} {.metadata.labels.owner}"]),
+        "6 busybox:1.37 ops"
+    );
+    // kubectl patch's default type is strategic: a container is added, not the list replaced.
+    plane.ok(&["patch", "deploy", "web", "-p", r#"{"spec":{"template":{"spec":{"containers":[{"name":"sidecar","image":"busybox:1.36"}]}}}}"#]);
+    assert_eq!(
+        plane.ok(&[
+            "get",
+            "deploy",
+            "web",
+            "-o",
+            "jsonpath={.spec.template.spec.containers[*].name}"
+        ]),
+        "web sidecar"
+    );
+    let bad = plane.kubectl(&[
+        "patch",
+        "deploy",
+        "web",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"replicas":"many"}}"#,
+    ]);
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("spec.replicas"),
+        "{}",
+        String::from_utf8_lossy(&bad.stderr)
+    );
+    plane.ok(&["set", "image", "deploy/web", "sidecar=busybox:1.37"]);
+    // edit runs $EDITOR on the object and patches what changed.
+    let editor = plane.write_script(
+        "editor.sh",
+        "#!/bin/sh\nsed -i 's/mode: fast/mode: slow/' \"$1\"\n",
+    );
+    let edited = plane
+        .kubectl_command("admin")
+        .env("EDITOR", &editor)
+        .args(["edit", "cm", "app-config"])
+        .output()
+        .expect("kubectl edit");
+    assert!(
+        edited.status.success(),
+        "{}",
+        String::from_utf8_lossy(&edited.stderr)
+    );
+    assert_eq!(
+        plane.ok(&["get", "cm", "app-config", "-o", "jsonpath={.data.mode}"]),
+        "slow"
+    );
+    let out = plane.kubectl_stdin(&["replace", "-f", "-"], APP);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        plane.ok(&["get", "deploy", "web", "-o", "jsonpath={.spec.replicas}"]),
+        "2"
+    );
+    let explain = plane.ok(&["explain", "pod.spec.containers"]);
+    assert!(
+        explain.contains("FIELD: containers <[]Container>"),
+        "{explain}"
+    );
+    assert!(explain.contains("image"), "{explain}");
+
     // All namespaces, and a namespace that does not exist.
     let ns = plane.kubectl_stdin(
-        &["create", NO_VALIDATE, "-f", "-"],
+        &["create", "-f", "-"],
         r#"{"apiVersion":"v1","kind":"Namespace","metadata":{"name":"team-b"}}"#,
     );
     assert!(
@@ -178,13 +254,13 @@ fn everyday_commands() {
         "{all}"
     );
     let missing = plane.kubectl_stdin(
-        &["create", NO_VALIDATE, "-n", "nowhere", "-f", "-"],
+        &["create", "-n", "nowhere", "-f", "-"],
         r#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"x"}}"#,
     );
     assert!(String::from_utf8_lossy(&missing.stderr).contains("namespaces \"nowhere\" not found"));
 
     // Bad input gets Kubernetes' messages.
-    let invalid = plane.kubectl_stdin(&["create", NO_VALIDATE, "-f", "-"],
+    let invalid = plane.kubectl_stdin(&["create", "-f", "-"],
         r#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"Bad_Name"},"spec":{"containers":[{"name":"c"}]}}"#);
     let stderr = String::from_utf8_lossy(&invalid.stderr);
     assert!(stderr.contains("Pod \"Bad_Name\" is invalid"), "{stderr}");
@@ -193,7 +269,7 @@ fn everyday_commands() {
         "{stderr}"
     );
     let exists = plane.kubectl_stdin(
-        &["create", NO_VALIDATE, "-f", "-"],
+        &["create", "-f", "-"],
         r#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"app-config"}}"#,
     );
     assert!(
@@ -312,7 +388,7 @@ fn everyday_commands() {
 fn stale_writes_conflict_and_watches_see_changes() {
     let plane = ControlPlane::start();
     let out = plane.kubectl_stdin(
-        &["create", NO_VALIDATE, "-f", "-"],
+        &["create", "-f", "-"],
         r#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"c"},"data":{"v":"1"}}"#,
     );
     assert!(
@@ -329,7 +405,7 @@ fn stale_writes_conflict_and_watches_see_changes() {
         "-p",
         r#"{"data":{"v":"2"}}"#,
     ]);
-    let replaced = plane.kubectl_stdin(&["replace", NO_VALIDATE, "-f", "-"], &stale);
+    let replaced = plane.kubectl_stdin(&["replace", "-f", "-"], &stale);
     let stderr = String::from_utf8_lossy(&replaced.stderr);
     assert!(stderr.contains("the object has been modified"), "{stderr}");
 

@@ -21,6 +21,7 @@ pub use object::Object;
 pub mod continuation;
 pub mod scale;
 pub mod store;
+pub mod strategic;
 pub mod watch;
 
 pub use store::Registry;

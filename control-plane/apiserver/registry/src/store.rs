@@ -179,13 +179,20 @@ impl Registry {
                 body.insert("kind".into(), json!(resource.kind));
             }
         }
-        let (object, unknown) = resource.strategy.normalize(body).map_err(|e| {
+        let (mut object, unknown) = resource.strategy.normalize(body).map_err(|e| {
             ApiError::bad_request(format!(
                 "{kind} in version \"{version}\" cannot be handled as a {kind}: {e}",
                 kind = resource.kind,
                 version = resource.version
             ))
         })?;
+        // Empty metadata maps and lists mean "none", and Kubernetes leaves them out.
+        let meta = metadata_mut(&mut object);
+        meta.retain(|_, v| match v {
+            Value::Object(m) => !m.is_empty(),
+            Value::Array(a) => !a.is_empty(),
+            _ => true,
+        });
         if strict && !unknown.is_empty() {
             let fields = unknown
                 .iter()
@@ -503,7 +510,8 @@ impl Registry {
                 .map_err(ApiError::from_storage)?
                 .ok_or_else(|| ApiError::not_found(subject(resource, name)))?;
             let old = self.decode(&kv)?;
-            let wanted = mutate(old.clone())?;
+            // Whatever the mutation produced (a patched object, say) is checked like a body.
+            let (wanted, _) = self.decode_body(resource, mutate(old.clone())?, options.strict)?;
             let mut new = self.prepare_update(resource, wanted, &old, subresource)?;
             if same_content(&new, &old) {
                 return Ok(old);

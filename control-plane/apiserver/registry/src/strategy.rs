@@ -36,6 +36,12 @@ pub trait Strategy: Send + Sync {
         self.validate(new)
     }
 
+    /// A reference to the type's OpenAPI schema, adding its definitions to `generator`
+    /// (built-in types; custom resources publish theirs from their definition).
+    fn schema(&self, _generator: &mut schemars::SchemaGenerator) -> Option<schemars::Schema> {
+        None
+    }
+
     /// Whether `status` is cleared when an object is created (true for most types; a node's
     /// kubelet creates it with status).
     fn reset_status_on_create(&self) -> bool {
@@ -59,9 +65,13 @@ impl<T> Default for Typed<T> {
     }
 }
 
-impl<T: DeserializeOwned + Serialize> Strategy for Typed<T> {
+impl<T: DeserializeOwned + Serialize + schemars::JsonSchema> Strategy for Typed<T> {
     fn normalize(&self, object: Object) -> Result<(Object, Vec<String>), String> {
         normalize_as::<T>(object)
+    }
+
+    fn schema(&self, generator: &mut schemars::SchemaGenerator) -> Option<schemars::Schema> {
+        Some(generator.subschema_for::<T>())
     }
 }
 

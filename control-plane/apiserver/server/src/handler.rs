@@ -216,7 +216,7 @@ pub async fn handle(
             let options = call.write_options()?;
             let object = registry
                 .update_with(&resource, ns, name, sub, &options, &|current| {
-                    patch.apply(current)
+                    patch.apply(&resource, current)
                 })
                 .await?;
             Ok(ok(StatusCode::OK, object, &call, &resource))
@@ -266,7 +266,8 @@ async fn scale(
             let patch = crate::patch::Patch::parse(call.content_type, &call.body)?;
             registry
                 .update_scale(resource, ns, name, &call.write_options()?, &|current| {
-                    patch.apply(current)
+                    // A Scale has no lists, so every patch type merges it the same way.
+                    patch.apply(resource, current)
                 })
                 .await?
         }

@@ -38,6 +38,7 @@ pub const KUBERNETES_VERSION: (&str, &str) = ("1", "32");
 /// The API server.
 pub struct ApiServer {
     registry: Registry,
+    openapi: apiserver_openapi::OpenApi,
     authorizer: Arc<dyn Authorizer>,
     /// The address clients reach it at (for `/api`'s serverAddressByClientCIDRs).
     address: String,
@@ -46,7 +47,12 @@ pub struct ApiServer {
 impl ApiServer {
     /// An API server over `registry`.
     pub fn new(registry: Registry, authorizer: Arc<dyn Authorizer>, address: String) -> ApiServer {
+        let version = format!(
+            "v{}.{}.0-basalt",
+            KUBERNETES_VERSION.0, KUBERNETES_VERSION.1
+        );
         ApiServer {
+            openapi: apiserver_openapi::OpenApi::new(registry.catalog().clone(), &version),
             registry,
             authorizer,
             address,
@@ -148,6 +154,9 @@ impl ApiServer {
                 "only the following media types are accepted: application/json",
             )
         })?;
+        if let Some(rest) = path.strip_prefix("/openapi/") {
+            return self.openapi(rest, accept);
+        }
         let watch = matches!(query.get("watch").map(String::as_str), Some("true" | "1"));
         let info = request::parse(request.method(), &path, watch);
         if !info.is_resource {
@@ -177,6 +186,37 @@ impl ApiServer {
             body,
         };
         handler::handle(&self.registry, resource, call).await
+    }
+
+    fn openapi(&self, path: &str, accept: Option<&str>) -> Result<Response<Body>, ApiError> {
+        let document = match path.split('/').collect::<Vec<_>>().as_slice() {
+            ["v2"] => {
+                // Only the JSON form is served; clients that ask for protobuf alone get 406.
+                let json_ok =
+                    accept.is_none_or(|a| a.contains("application/json") || a.contains("*/*"));
+                if !json_ok {
+                    return Err(ApiError::not_acceptable(
+                        "only application/json is served for /openapi/v2",
+                    ));
+                }
+                self.openapi.v2()
+            }
+            ["v3"] => return Ok(response::json(StatusCode::OK, &self.openapi.v3_index())),
+            ["v3", "api", version] => self
+                .openapi
+                .v3("", version)
+                .ok_or_else(ApiError::no_route)?,
+            ["v3", "apis", group, version] => self
+                .openapi
+                .v3(group, version)
+                .ok_or_else(ApiError::no_route)?,
+            _ => return Err(ApiError::no_route()),
+        };
+        Ok(response::raw_json(
+            StatusCode::OK,
+            document.body.clone(),
+            &document.hash,
+        ))
     }
 
     fn discovery(

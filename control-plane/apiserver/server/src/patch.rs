@@ -1,7 +1,8 @@
-//! PATCH bodies: JSON merge patch (RFC 7386) and JSON patch (RFC 6902), applied to the current
-//! object inside the registry's read-modify-write, so a concurrent change is never lost.
+//! PATCH bodies: JSON patch (RFC 6902), JSON merge patch (RFC 7386) and Kubernetes' strategic
+//! merge patch, applied to the current object inside the registry's read-modify-write, so a
+//! concurrent change is never lost.
 
-use apiserver_registry::{ApiError, Object};
+use apiserver_registry::{ApiError, Object, Resource};
 use serde_json::Value;
 
 /// A decoded patch.
@@ -10,6 +11,8 @@ pub enum Patch {
     Merge(Value),
     /// `application/json-patch+json`.
     Json(json_patch::Patch),
+    /// `application/strategic-merge-patch+json`.
+    Strategic(Value),
 }
 
 impl Patch {
@@ -29,11 +32,20 @@ impl Patch {
             "application/json-patch+json" => serde_json::from_slice(body)
                 .map(Patch::Json)
                 .map_err(|e| ApiError::bad_request(format!("the JSON patch is not valid: {e}"))),
-            "application/strategic-merge-patch+json" | "application/apply-patch+yaml" => {
-                Err(ApiError::unsupported_media_type(format!(
-                    "the server does not support {media} patches yet; use application/merge-patch+json or application/json-patch+json"
-                )))
+            "application/strategic-merge-patch+json" => {
+                let value: Value = serde_json::from_slice(body).map_err(|e| {
+                    ApiError::bad_request(format!("the patch is not valid JSON: {e}"))
+                })?;
+                if !value.is_object() {
+                    return Err(ApiError::bad_request(
+                        "a strategic merge patch must be a JSON object",
+                    ));
+                }
+                Ok(Patch::Strategic(value))
             }
+            "application/apply-patch+yaml" => Err(ApiError::unsupported_media_type(format!(
+                "the server does not support {media} patches yet; use application/merge-patch+json or application/json-patch+json"
+            ))),
             other => Err(ApiError::unsupported_media_type(format!(
                 "the body of the request was in an unknown format - accepted media types include: \
                  application/json-patch+json, application/merge-patch+json (got {other:?})"
@@ -42,13 +54,17 @@ impl Patch {
     }
 
     /// The object after the patch. A resourceVersion the patch sets must be the current one.
-    pub fn apply(&self, current: Object) -> Result<Object, ApiError> {
+    pub fn apply(&self, resource: &Resource, current: Object) -> Result<Object, ApiError> {
         let current_version = apiserver_registry::object::resource_version(&current).to_owned();
         let mut value = Value::Object(current);
         match self {
             Patch::Merge(patch) => json_patch::merge(&mut value, patch),
             Patch::Json(patch) => json_patch::patch(&mut value, patch)
                 .map_err(|e| ApiError::invalid_patch(&e.to_string()))?,
+            Patch::Strategic(patch) => {
+                value = apiserver_registry::strategic::apply(resource, value, patch)
+                    .map_err(|e| ApiError::invalid_patch(&e))?;
+            }
         }
         let Value::Object(patched) = value else {
             return Err(ApiError::invalid_patch(

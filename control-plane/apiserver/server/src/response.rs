@@ -28,6 +28,21 @@ pub fn json_typed(status: StatusCode, value: &Value, content_type: &'static str)
     response
 }
 
+/// Pre-encoded JSON with an ETag (cached documents such as OpenAPI).
+pub fn raw_json(status: StatusCode, body: Bytes, etag: &str) -> Response<Body> {
+    let mut response = Response::new(Full::new(body).boxed_unsync());
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    if let Ok(etag) = HeaderValue::from_str(&format!("\"{etag}\"")) {
+        headers.insert(header::ETAG, etag);
+    }
+    response
+}
+
 /// A plain-text response.
 pub fn text(status: StatusCode, body: &'static str) -> Response<Body> {
     let mut response = Response::new(Full::new(Bytes::from_static(body.as_bytes())).boxed_unsync());

@@ -67,6 +67,10 @@ impl Strategy for ConfigMapStrategy {
         normalize_as::<ConfigMap>(object)
     }
 
+    fn schema(&self, generator: &mut schemars::SchemaGenerator) -> Option<schemars::Schema> {
+        Some(generator.subschema_for::<ConfigMap>())
+    }
+
     fn validate(&self, object: &Object) -> Vec<FieldError> {
         keys(object, &["data", "binaryData"])
     }
@@ -84,6 +88,10 @@ pub struct SecretStrategy;
 impl Strategy for SecretStrategy {
     fn normalize(&self, object: Object) -> Result<(Object, Vec<String>), String> {
         normalize_as::<Secret>(object)
+    }
+
+    fn schema(&self, generator: &mut schemars::SchemaGenerator) -> Option<schemars::Schema> {
+        Some(generator.subschema_for::<Secret>())
     }
 
     fn prepare_for_create(&self, object: &mut Object) {

@@ -17,6 +17,10 @@ impl Strategy for NamespaceStrategy {
         normalize_as::<Namespace>(object)
     }
 
+    fn schema(&self, generator: &mut schemars::SchemaGenerator) -> Option<schemars::Schema> {
+        Some(generator.subschema_for::<Namespace>())
+    }
+
     fn prepare_for_create(&self, object: &mut Object) {
         object.insert("status".into(), json!({"phase": "Active"}));
         map_mut(object, "spec").insert("finalizers".into(), json!([KUBERNETES_FINALIZER]));

@@ -179,6 +179,10 @@ impl Strategy for PodStrategy {
         normalize_as::<Pod>(object)
     }
 
+    fn schema(&self, generator: &mut schemars::SchemaGenerator) -> Option<schemars::Schema> {
+        Some(generator.subschema_for::<Pod>())
+    }
+
     fn prepare_for_create(&self, object: &mut Object) {
         if let Some(Value::Object(spec)) = object.get_mut("spec") {
             default_pod_spec(spec);

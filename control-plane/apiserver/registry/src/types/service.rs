@@ -44,6 +44,10 @@ impl Strategy for ServiceStrategy {
         normalize_as::<Service>(object)
     }
 
+    fn schema(&self, generator: &mut schemars::SchemaGenerator) -> Option<schemars::Schema> {
+        Some(generator.subschema_for::<Service>())
+    }
+
     fn prepare_for_create(&self, object: &mut Object) {
         default_spec(object);
         object.insert("status".into(), json!({"loadBalancer": {}}));

@@ -102,9 +102,13 @@ pub fn selector_of(selector: &Object) -> LabelSelector {
     LabelSelector { requirements }
 }
 
-impl<T: DeserializeOwned + Serialize> Strategy for WorkloadStrategy<T> {
+impl<T: DeserializeOwned + Serialize + schemars::JsonSchema> Strategy for WorkloadStrategy<T> {
     fn normalize(&self, object: Object) -> Result<(Object, Vec<String>), String> {
         normalize_as::<T>(object)
+    }
+
+    fn schema(&self, generator: &mut schemars::SchemaGenerator) -> Option<schemars::Schema> {
+        Some(generator.subschema_for::<T>())
     }
 
     fn prepare_for_create(&self, object: &mut Object) {
