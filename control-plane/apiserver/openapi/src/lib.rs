@@ -228,20 +228,38 @@ mod tests {
 
     #[test]
     fn documents_carry_what_kubectl_looks_for() {
-        let openapi = OpenApi::new(Arc::new(apiserver_registry::builtin::catalog()), "v1.32.0-basalt");
+        let openapi = OpenApi::new(
+            Arc::new(apiserver_registry::builtin::catalog()),
+            "v1.32.0-basalt",
+        );
         let index = openapi.v3_index();
-        let url = index["paths"]["apis/apps/v1"]["serverRelativeURL"].as_str().unwrap_or("");
+        let url = index["paths"]["apis/apps/v1"]["serverRelativeURL"]
+            .as_str()
+            .unwrap_or("");
         assert!(url.starts_with("/openapi/v3/apis/apps/v1?hash="), "{url}");
 
         let document = openapi.v3("apps", "v1").expect("apps/v1 document");
         let doc: Value = serde_json::from_slice(&document.body).expect("json");
-        let patch = &doc["paths"]["/apis/apps/v1/namespaces/{namespace}/deployments/{name}"]["patch"];
-        assert_eq!(patch["x-kubernetes-group-version-kind"]["kind"], "Deployment");
-        let params: Vec<&str> = patch["parameters"].as_array().into_iter().flatten().filter_map(|p| p["name"].as_str()).collect();
+        let patch =
+            &doc["paths"]["/apis/apps/v1/namespaces/{namespace}/deployments/{name}"]["patch"];
+        assert_eq!(
+            patch["x-kubernetes-group-version-kind"]["kind"],
+            "Deployment"
+        );
+        let params: Vec<&str> = patch["parameters"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|p| p["name"].as_str())
+            .collect();
         assert!(params.contains(&"fieldValidation"), "{params:?}");
         let deployment = &doc["components"]["schemas"]["io.k8s.api.apps.v1.Deployment"];
-        assert_eq!(deployment["x-kubernetes-group-version-kind"][0]["kind"], "Deployment");
-        let containers = &doc["components"]["schemas"]["io.k8s.api.core.v1.PodSpec"]["properties"]["containers"];
+        assert_eq!(
+            deployment["x-kubernetes-group-version-kind"][0]["kind"],
+            "Deployment"
+        );
+        let containers =
+            &doc["components"]["schemas"]["io.k8s.api.core.v1.PodSpec"]["properties"]["containers"];
         assert_eq!(containers["x-kubernetes-patch-merge-key"], "name");
         assert!(doc["components"]["schemas"]["io.k8s.api.apps.v1.DeploymentList"].is_object());
 

@@ -83,6 +83,14 @@ pub enum Deleted {
     Pending(Object),
 }
 
+/// A compare-and-swap write.
+enum Swap {
+    /// Store this value.
+    Put(Bytes),
+    /// Delete the key.
+    Delete,
+}
+
 /// The write a read-modify-write wants from the current object.
 pub type Mutation<'a> = dyn Fn(Object) -> Result<Object, ApiError> + Send + Sync + 'a;
 
@@ -519,31 +527,46 @@ impl Registry {
             if options.dry_run {
                 return Ok(new);
             }
-            if is_deleting(&new) && !blocks_deletion(resource, &new) {
-                match self.backend.delete(&key, Some(kv.mod_revision)).await {
-                    Ok((revision, _)) => {
-                        set_resource_version(&mut new, revision);
-                        return Ok(new);
-                    }
-                    Err(StorageError::Conflict { .. }) => continue,
-                    Err(StorageError::NotFound { .. }) => {
-                        return Err(ApiError::not_found(subject(resource, name)));
-                    }
-                    Err(e) => return Err(ApiError::from_storage(e)),
-                }
-            }
-            let bytes = Self::encode(&mut new)?;
-            match self.backend.update(&key, bytes, kv.mod_revision).await {
-                Ok(revision) => {
-                    set_resource_version(&mut new, revision);
-                    return Ok(new);
-                }
-                Err(StorageError::Conflict { .. }) => continue,
-                Err(StorageError::NotFound { .. }) => {
-                    return Err(ApiError::not_found(subject(resource, name)));
-                }
-                Err(e) => return Err(ApiError::from_storage(e)),
-            }
+            // The last finalizer gone from an object being deleted: the write is its delete.
+            let write = if is_deleting(&new) && !blocks_deletion(resource, &new) {
+                Swap::Delete
+            } else {
+                Swap::Put(Self::encode(&mut new)?)
+            };
+            let Some(revision) = self
+                .swap(resource, name, &key, kv.mod_revision, write)
+                .await?
+            else {
+                continue;
+            };
+            set_resource_version(&mut new, revision);
+            return Ok(new);
+        }
+    }
+
+    /// Writes or deletes `key` if it is still at revision `expected`. `None` when it changed
+    /// meanwhile (the caller reads again and retries).
+    async fn swap(
+        &self,
+        resource: &Resource,
+        name: &str,
+        key: &str,
+        expected: i64,
+        write: Swap,
+    ) -> Result<Option<i64>, ApiError> {
+        let result = match write {
+            Swap::Put(bytes) => self.backend.update(key, bytes, expected).await,
+            Swap::Delete => self
+                .backend
+                .delete(key, Some(expected))
+                .await
+                .map(|(revision, _)| revision),
+        };
+        match result {
+            Ok(revision) => Ok(Some(revision)),
+            Err(StorageError::Conflict { .. }) => Ok(None),
+            Err(StorageError::NotFound { .. }) => Err(ApiError::not_found(subject(resource, name))),
+            Err(e) => Err(ApiError::from_storage(e)),
         }
     }
 
@@ -723,35 +746,28 @@ impl Registry {
                     Deleted::Gone(old)
                 });
             }
-            if pending {
-                if same_content(&new, &old) {
-                    return Ok(Deleted::Pending(old));
-                }
-                let bytes = Self::encode(&mut new)?;
-                match self.backend.update(&key, bytes, kv.mod_revision).await {
-                    Ok(revision) => {
-                        set_resource_version(&mut new, revision);
-                        return Ok(Deleted::Pending(new));
-                    }
-                    Err(StorageError::Conflict { .. }) => continue,
-                    Err(StorageError::NotFound { .. }) => {
-                        return Err(ApiError::not_found(subject(resource, name)));
-                    }
-                    Err(e) => return Err(ApiError::from_storage(e)),
-                }
+            if pending && same_content(&new, &old) {
+                return Ok(Deleted::Pending(old));
             }
-            match self.backend.delete(&key, Some(kv.mod_revision)).await {
-                Ok((revision, _)) => {
-                    let mut gone = old;
-                    set_resource_version(&mut gone, revision);
-                    return Ok(Deleted::Gone(gone));
-                }
-                Err(StorageError::Conflict { .. }) => continue,
-                Err(StorageError::NotFound { .. }) => {
-                    return Err(ApiError::not_found(subject(resource, name)));
-                }
-                Err(e) => return Err(ApiError::from_storage(e)),
-            }
+            let write = if pending {
+                Swap::Put(Self::encode(&mut new)?)
+            } else {
+                Swap::Delete
+            };
+            let Some(revision) = self
+                .swap(resource, name, &key, kv.mod_revision, write)
+                .await?
+            else {
+                continue;
+            };
+            return Ok(if pending {
+                set_resource_version(&mut new, revision);
+                Deleted::Pending(new)
+            } else {
+                let mut gone = old;
+                set_resource_version(&mut gone, revision);
+                Deleted::Gone(gone)
+            });
         }
     }
 
