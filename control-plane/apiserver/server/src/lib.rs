@@ -32,6 +32,9 @@ use tokio_rustls::TlsAcceptor;
 use crate::auth::{Authorizer, User};
 use crate::response::{Body, Representation};
 
+/// How long a client has to complete the TLS handshake.
+const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// The Kubernetes version the API follows (what kubectl and clients see in `/version`).
 pub const KUBERNETES_VERSION: (&str, &str) = ("1", "32");
 
@@ -74,10 +77,16 @@ impl ApiServer {
             let server = self.clone();
             let acceptor = acceptor.clone();
             tokio::spawn(async move {
-                let stream = match acceptor.accept(stream).await {
-                    Ok(stream) => stream,
-                    Err(e) => {
+                // A client that never finishes its handshake must not hold a task forever.
+                let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream));
+                let stream = match handshake.await {
+                    Ok(Ok(stream)) => stream,
+                    Ok(Err(e)) => {
                         tracing::debug!(%peer, "TLS handshake failed: {e}");
+                        return;
+                    }
+                    Err(_) => {
+                        tracing::debug!(%peer, "TLS handshake timed out");
                         return;
                     }
                 };
