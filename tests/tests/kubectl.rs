@@ -488,3 +488,65 @@ fn anonymous_and_forbidden_requests() {
         "{stderr}"
     );
 }
+
+#[test]
+fn lists_page_and_watches_send_the_current_state_then_a_bookmark() {
+    let plane = ControlPlane::start();
+    for name in ["a", "b", "c"] {
+        plane.ok(&["create", "configmap", name, "--from-literal=k=v"]);
+    }
+    let page = |query: &str| -> serde_json::Value {
+        let raw = plane.ok(&[
+            "get",
+            "--raw",
+            &format!("/api/v1/namespaces/default/configmaps?{query}"),
+        ]);
+        serde_json::from_str(&raw).expect("a list")
+    };
+    let first = page("limit=2");
+    let names = |list: &serde_json::Value| -> Vec<String> {
+        list["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|i| i["metadata"]["name"].as_str().map(str::to_owned))
+            .collect()
+    };
+    assert_eq!(names(&first), ["a", "b"]);
+    assert_eq!(first["metadata"]["remainingItemCount"], 1);
+    let token = first["metadata"]["continue"]
+        .as_str()
+        .expect("a continue token")
+        .to_owned();
+    // A change after the first page does not show in the next one: pages share a revision.
+    plane.ok(&["create", "configmap", "d", "--from-literal=k=v"]);
+    let second = page(&format!("limit=2&continue={token}"));
+    assert_eq!(names(&second), ["c"]);
+    assert!(second["metadata"]["continue"].is_null());
+    let bad = plane.kubectl(&[
+        "get",
+        "--raw",
+        "/api/v1/namespaces/default/configmaps?limit=1&continue=garbage",
+    ]);
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("continue key is not valid"));
+
+    let watched = plane.ok(&[
+        "get",
+        "--raw",
+        "/api/v1/namespaces/default/configmaps?watch=true&sendInitialEvents=true&resourceVersionMatch=NotOlderThan&allowWatchBookmarks=true&labelSelector=!skip&timeoutSeconds=2",
+    ]);
+    let events: Vec<serde_json::Value> = watched
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("one event per line"))
+        .collect();
+    let kinds: Vec<&str> = events.iter().filter_map(|e| e["type"].as_str()).collect();
+    assert_eq!(
+        kinds,
+        ["ADDED", "ADDED", "ADDED", "ADDED", "BOOKMARK"],
+        "{watched}"
+    );
+    assert_eq!(
+        events[4]["object"]["metadata"]["annotations"]["k8s.io/initial-events-end"],
+        "true"
+    );
+}

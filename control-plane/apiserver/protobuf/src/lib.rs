@@ -282,7 +282,7 @@ fn is_zero(value: &Value) -> bool {
     }
 }
 
-fn expect(wire: WireType, wanted: WireType, path: &str) -> Result<(), ProtobufError> {
+fn check_wire(wire: WireType, wanted: WireType, path: &str) -> Result<(), ProtobufError> {
     if wire == wanted {
         Ok(())
     } else {
@@ -300,13 +300,13 @@ fn decode_map_entry(
     reader: &mut Reader<'_>,
     path: &str,
 ) -> Result<(String, Value), ProtobufError> {
-    expect(wire, WireType::Len, path)?;
+    check_wire(wire, WireType::Len, path)?;
     let mut entry = Reader::new(reader.bytes().map_err(|e| error(path, e))?);
     let (mut key, mut value) = (String::new(), None);
     while let Some((number, wire)) = entry.field().map_err(|e| error(path, e))? {
         match number {
             1 => {
-                expect(wire, WireType::Len, path)?;
+                check_wire(wire, WireType::Len, path)?;
                 key = entry.string().map_err(|e| error(path, e))?;
             }
             2 => value = Some(decode_value(schema, value_kind, wire, &mut entry, path)?),
@@ -330,25 +330,25 @@ fn decode_value(
     let wrap = |e: String| error(path, e);
     Ok(match kind {
         Kind::String => {
-            expect(wire, WireType::Len, path)?;
+            check_wire(wire, WireType::Len, path)?;
             Value::String(reader.string().map_err(wrap)?)
         }
         Kind::Int => {
-            expect(wire, WireType::Varint, path)?;
+            check_wire(wire, WireType::Varint, path)?;
             Value::Number(Number::from(reader.varint().map_err(wrap)? as i64))
         }
         Kind::Bool => {
-            expect(wire, WireType::Varint, path)?;
+            check_wire(wire, WireType::Varint, path)?;
             Value::Bool(reader.varint().map_err(wrap)? != 0)
         }
         Kind::Bytes => {
-            expect(wire, WireType::Len, path)?;
+            check_wire(wire, WireType::Len, path)?;
             Value::String(
                 base64::engine::general_purpose::STANDARD.encode(reader.bytes().map_err(wrap)?),
             )
         }
         Kind::Time | Kind::MicroTime => {
-            expect(wire, WireType::Len, path)?;
+            check_wire(wire, WireType::Len, path)?;
             let mut time = Reader::new(reader.bytes().map_err(wrap)?);
             let (mut seconds, mut nanos) = (0i64, 0i64);
             while let Some((number, wire)) = time.field().map_err(wrap)? {
@@ -368,7 +368,7 @@ fn decode_value(
             Value::String(at.strftime(format).to_string())
         }
         Kind::Quantity => {
-            expect(wire, WireType::Len, path)?;
+            check_wire(wire, WireType::Len, path)?;
             let mut quantity = Reader::new(reader.bytes().map_err(wrap)?);
             let mut text = String::new();
             while let Some((number, wire)) = quantity.field().map_err(wrap)? {
@@ -380,7 +380,7 @@ fn decode_value(
             Value::String(text)
         }
         Kind::IntOrString => {
-            expect(wire, WireType::Len, path)?;
+            check_wire(wire, WireType::Len, path)?;
             let mut value = Reader::new(reader.bytes().map_err(wrap)?);
             let (mut ty, mut int, mut text) = (0u64, 0i64, String::new());
             while let Some((number, wire)) = value.field().map_err(wrap)? {
@@ -398,7 +398,7 @@ fn decode_value(
             }
         }
         Kind::FieldsV1 => {
-            expect(wire, WireType::Len, path)?;
+            check_wire(wire, WireType::Len, path)?;
             let mut fields = Reader::new(reader.bytes().map_err(wrap)?);
             let mut raw: &[u8] = b"{}";
             while let Some((number, wire)) = fields.field().map_err(wrap)? {
@@ -411,7 +411,7 @@ fn decode_value(
                 .map_err(|e| error(path, format!("fieldsV1 is not JSON: {e}")))?
         }
         Kind::Message(name) => {
-            expect(wire, WireType::Len, path)?;
+            check_wire(wire, WireType::Len, path)?;
             let mut nested = Map::new();
             decode_message(
                 schema,

@@ -345,16 +345,27 @@ impl Registry {
         namespace: Option<&str>,
         name: &str,
     ) -> Result<Object, ApiError> {
-        let key = resource.key(namespace, name);
-        match self
+        let (_, object) = self
+            .current(resource, &resource.key(namespace, name), name)
+            .await?;
+        Ok(object)
+    }
+
+    /// The stored value at `key` and its object; 404 if there is none.
+    async fn current(
+        &self,
+        resource: &Resource,
+        key: &str,
+        name: &str,
+    ) -> Result<(Kv, Object), ApiError> {
+        let kv = self
             .backend
-            .get(&key)
+            .get(key)
             .await
             .map_err(ApiError::from_storage)?
-        {
-            Some(kv) => self.decode(&kv),
-            None => Err(ApiError::not_found(subject(resource, name))),
-        }
+            .ok_or_else(|| ApiError::not_found(subject(resource, name)))?;
+        let object = self.decode(&kv)?;
+        Ok((kv, object))
     }
 
     /// Lists objects, a page at a time, at one consistent revision.
@@ -479,21 +490,23 @@ impl Registry {
         }
         set_namespace(resource, metadata_mut(&mut new), namespace)?;
         let expected = parse_resource_version(object::resource_version(&new))?;
-        let new = Arc::new(new);
-        self.update_with(
+        let check_and_replace = |current: Object| {
+            if let Some(expected) = expected.filter(|v| *v > 0)
+                && object::resource_version(&current) != expected.to_string()
+            {
+                return Err(ApiError::modified(subject(resource, name)));
+            }
+            Ok(new.clone())
+        };
+        // The body was decoded above; the write need not decode it again.
+        self.read_modify_write(
             resource,
             namespace,
             name,
             subresource,
             options,
-            &|current: Object| {
-                if let Some(expected) = expected.filter(|v| *v > 0)
-                    && object::resource_version(&current) != expected.to_string()
-                {
-                    return Err(ApiError::modified(subject(resource, name)));
-                }
-                Ok((*new).clone())
-            },
+            &check_and_replace,
+            false,
         )
         .await
     }
@@ -509,17 +522,39 @@ impl Registry {
         options: &WriteOptions,
         mutate: &Mutation<'_>,
     ) -> Result<Object, ApiError> {
+        self.read_modify_write(
+            resource,
+            namespace,
+            name,
+            subresource,
+            options,
+            mutate,
+            true,
+        )
+        .await
+    }
+
+    /// [`Registry::update_with`]; `decode` is false when `mutate` returns an object already
+    /// decoded against the type (a PUT body).
+    #[allow(clippy::too_many_arguments)]
+    async fn read_modify_write(
+        &self,
+        resource: &Resource,
+        namespace: Option<&str>,
+        name: &str,
+        subresource: Option<&str>,
+        options: &WriteOptions,
+        mutate: &Mutation<'_>,
+        decode: bool,
+    ) -> Result<Object, ApiError> {
         let key = resource.key(namespace, name);
         loop {
-            let kv = self
-                .backend
-                .get(&key)
-                .await
-                .map_err(ApiError::from_storage)?
-                .ok_or_else(|| ApiError::not_found(subject(resource, name)))?;
-            let old = self.decode(&kv)?;
-            // Whatever the mutation produced (a patched object, say) is checked like a body.
-            let (wanted, _) = self.decode_body(resource, mutate(old.clone())?, options.strict)?;
+            let (kv, old) = self.current(resource, &key, name).await?;
+            let mut wanted = mutate(old.clone())?;
+            if decode {
+                // Whatever the mutation produced (a patched object, say) is checked like a body.
+                wanted = self.decode_body(resource, wanted, options.strict)?.0;
+            }
             let mut new = self.prepare_update(resource, wanted, &old, subresource)?;
             if same_content(&new, &old) {
                 return Ok(old);
@@ -681,13 +716,7 @@ impl Registry {
     ) -> Result<Deleted, ApiError> {
         let key = resource.key(namespace, name);
         loop {
-            let kv = self
-                .backend
-                .get(&key)
-                .await
-                .map_err(ApiError::from_storage)?
-                .ok_or_else(|| ApiError::not_found(subject(resource, name)))?;
-            let old = self.decode(&kv)?;
+            let (kv, old) = self.current(resource, &key, name).await?;
             check_preconditions(resource, &old, options)?;
             let mut new = old.clone();
             let mut finalizers = finalizers(&new);
@@ -924,12 +953,19 @@ pub fn parse_resource_version(version: &str) -> Result<Option<i64>, ApiError> {
 
 /// Equal apart from the resourceVersion.
 fn same_content(a: &Object, b: &Object) -> bool {
-    let strip = |o: &Object| {
-        let mut o = o.clone();
-        metadata_mut(&mut o).remove("resourceVersion");
-        o
+    let same_except_version = |x: &Object, y: &Object| {
+        let rest = |m: &Object| m.iter().filter(|(k, _)| *k != "resourceVersion").count();
+        rest(x) == rest(y)
+            && x.iter()
+                .filter(|(k, _)| *k != "resourceVersion")
+                .all(|(k, v)| y.get(k) == Some(v))
     };
-    strip(a) == strip(b)
+    a.len() == b.len()
+        && a.iter()
+            .all(|(key, value)| match (key.as_str(), value, b.get(key)) {
+                ("metadata", Value::Object(x), Some(Value::Object(y))) => same_except_version(x, y),
+                (_, value, other) => other == Some(value),
+            })
 }
 
 /// Whether anything but metadata and status differs (what bumps `metadata.generation`).

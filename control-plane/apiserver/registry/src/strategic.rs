@@ -273,12 +273,10 @@ pub fn apply(resource: &Resource, original: Value, patch: &Value) -> Result<Valu
     }
     let types = Types::of(resource);
     let mut original = original;
-    let root = types.root.clone();
-    let root_schema = types.root_schema().cloned();
     match merge_map(
         &types,
-        root.as_deref(),
-        root_schema.as_ref(),
+        types.root.as_deref(),
+        types.root_schema(),
         &mut original,
         patch,
     )? {

@@ -49,9 +49,9 @@ pub struct Watch {
     registry: Registry,
     resource: Arc<Resource>,
     options: WatchOptions,
-    stream: Box<dyn WatchStream>,
+    /// The store's watch; `None` once the watch is over (only queued events remain).
+    stream: Option<Box<dyn WatchStream>>,
     queued: VecDeque<WatchEvent>,
-    done: bool,
 }
 
 /// The annotation on the bookmark that ends a watch's initial events.
@@ -128,20 +128,13 @@ impl Registry {
             }
         };
         let prefix = resource.namespace_prefix(namespace);
-        let stream = self.backend().watch(&prefix, start).await;
-        let (stream, done) = match stream {
-            Ok(stream) => (stream, false),
+        let stream = match self.backend().watch(&prefix, start).await {
+            Ok(stream) => Some(stream),
             Err(StorageError::Compacted { .. }) => {
                 // Kubernetes reports this inside the stream, so clients relist.
                 queued.clear();
                 queued.push_back(expired(start));
-                (
-                    self.backend()
-                        .watch(&prefix, 0)
-                        .await
-                        .map_err(ApiError::from_storage)?,
-                    true,
-                )
+                None
             }
             Err(e) => return Err(ApiError::from_storage(e)),
         };
@@ -151,7 +144,6 @@ impl Registry {
             options,
             stream,
             queued,
-            done,
         })
     }
 }
@@ -181,15 +173,13 @@ impl Watch {
             if let Some(event) = self.queued.pop_front() {
                 return Some(event);
             }
-            if self.done {
-                return None;
-            }
+            let stream = self.stream.as_mut()?;
             let interval = if self.options.bookmark_interval.is_zero() {
                 Duration::from_secs(60)
             } else {
                 self.options.bookmark_interval
             };
-            match self.stream.next(interval).await {
+            match stream.next(interval).await {
                 Ok(WatchItem::Changes(changes)) => {
                     for change in changes {
                         match self.event(change) {
@@ -197,7 +187,7 @@ impl Watch {
                             Ok(None) => {}
                             Err(e) => {
                                 self.queued.push_back(error_event(&e));
-                                self.done = true;
+                                self.stream = None;
                                 break;
                             }
                         }
@@ -213,12 +203,12 @@ impl Watch {
                 }
                 Err(StorageError::Compacted { requested, .. }) => {
                     self.queued.push_back(expired(requested));
-                    self.done = true;
+                    self.stream = None;
                 }
                 Err(e) => {
                     self.queued
                         .push_back(error_event(&ApiError::from_storage(e)));
-                    self.done = true;
+                    self.stream = None;
                 }
             }
         }

@@ -169,7 +169,7 @@ impl ApiServer {
         let watch = matches!(query.get("watch").map(String::as_str), Some("true" | "1"));
         let info = request::parse(request.method(), &path, watch);
         if !info.is_resource {
-            return self.discovery(&path, representation, user);
+            return self.discovery(&path, representation);
         }
         if let Err(why) = self.authorizer.authorize(user, &info) {
             tracing::debug!(user = %user.name, "forbidden: {why}");
@@ -232,7 +232,6 @@ impl ApiServer {
         &self,
         path: &str,
         representation: Representation,
-        _user: &User,
     ) -> Result<Response<Body>, ApiError> {
         let catalog = self.registry.catalog();
         let aggregated = representation == Representation::AggregatedDiscovery;
