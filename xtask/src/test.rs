@@ -24,7 +24,9 @@ pub fn run(args: &[String]) -> Result<()> {
         "-D",
         "warnings",
     ])?;
-    cargo(&["build", "--workspace", "--bins"])?;
+    // One build of every target: with only `--bins` the test build would compile every
+    // dependency again with dev-dependency features unified in.
+    cargo(&["build", "--workspace", "--all-targets"])?;
     cmd::run_command(
         Command::new("cargo")
             .current_dir(&root)
