@@ -16,6 +16,8 @@ use crate::process::binary;
 
 /// A user of the test cluster, as its client certificate names it.
 pub struct TestUser {
+    /// The kubeconfig context (and user entry) that uses it.
+    pub context: &'static str,
     /// The user name (certificate CN).
     pub name: &'static str,
     /// Its groups (certificate O).
@@ -24,13 +26,27 @@ pub struct TestUser {
 
 /// The cluster administrator (in `system:masters`).
 pub const ADMIN: TestUser = TestUser {
+    context: "admin",
     name: "admin",
     groups: &["system:masters"],
 };
-/// A user no policy grants anything.
+/// A user no policy grants anything at first.
 pub const BOB: TestUser = TestUser {
+    context: "bob",
     name: "bob",
     groups: &[],
+};
+/// A user in the group `dev-team`.
+pub const ALICE: TestUser = TestUser {
+    context: "alice",
+    name: "alice",
+    groups: &["dev-team"],
+};
+/// The kubelet of node `n1`.
+pub const KUBELET: TestUser = TestUser {
+    context: "kubelet",
+    name: "system:node:n1",
+    groups: &["system:nodes"],
 };
 
 /// A running API server; killed and its directory removed on drop.
@@ -89,7 +105,7 @@ impl ControlPlane {
 
         let mut users = String::new();
         let mut contexts = String::new();
-        for user in [&ADMIN, &BOB] {
+        for user in [&ADMIN, &BOB, &ALICE, &KUBELET] {
             let mut params = CertificateParams::new(Vec::<String>::new()).expect("user params");
             params
                 .distinguished_name
@@ -102,21 +118,21 @@ impl ControlPlane {
             params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
             let user_key = KeyPair::generate().expect("user key");
             let user_cert = params.signed_by(&user_key, &ca).expect("user cert");
-            let cert = write(&dir, &format!("{}.pem", user.name), user_cert.pem());
+            let cert = write(&dir, &format!("{}.pem", user.context), user_cert.pem());
             let key = write(
                 &dir,
-                &format!("{}-key.pem", user.name),
+                &format!("{}-key.pem", user.context),
                 user_key.serialize_pem(),
             );
             users.push_str(&format!(
                 "- name: {0}\n  user: {{client-certificate: {1}, client-key: {2}}}\n",
-                user.name,
+                user.context,
                 cert.display(),
                 key.display()
             ));
             contexts.push_str(&format!(
                 "- name: {0}\n  context: {{cluster: basalt, user: {0}}}\n",
-                user.name
+                user.context
             ));
         }
         // A token the server does not know: kubectl would prompt for a password without one.
@@ -169,7 +185,8 @@ impl ControlPlane {
         panic!("the API server did not become ready; log:\n{}", self.log());
     }
 
-    /// The kubeconfig file (contexts `admin`, `bob`, and `anonymous` with an unknown token).
+    /// The kubeconfig file: a context per [`TestUser`] (`admin`, `bob`, `alice`, `kubelet`)
+    /// and `anonymous`, with a token the server does not know.
     pub fn kubeconfig(&self) -> PathBuf {
         self.dir.join("kubeconfig")
     }
@@ -197,6 +214,14 @@ impl ControlPlane {
             .env_remove("KUBERNETES_SERVICE_HOST")
             .args(["--context", context, "--request-timeout", "20s"]);
         command
+    }
+
+    /// Runs kubectl in `context`.
+    pub fn kubectl_as(&self, context: &str, args: &[&str]) -> Output {
+        self.kubectl_command(context)
+            .args(args)
+            .output()
+            .expect("running kubectl")
     }
 
     /// Runs kubectl as the admin.

@@ -1,9 +1,9 @@
 //! `cargo xtask test`: the one command CI and developers run.
 //!
-//! It checks formatting and lints, builds every binary the end-to-end tests start, then runs
-//! every test with nextest: unit tests, integration tests against real kernels and processes,
-//! and end-to-end clusters (`.config/nextest.toml` runs those one at a time). Extra arguments
-//! go to nextest (for example a test-name filter).
+//! It checks formatting and lints, builds every target once (the binaries the end-to-end tests
+//! start and the tests themselves), then runs every test with nextest: unit tests, integration
+//! tests against real kernels and processes, and end-to-end clusters (`.config/nextest.toml`
+//! runs those one at a time). Extra arguments go to nextest (for example a test-name filter).
 
 use std::process::Command;
 

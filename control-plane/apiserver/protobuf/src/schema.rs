@@ -114,6 +114,12 @@ FieldSelectorAttributes: rawSelector=1 requirements=2:[FieldSelectorRequirement]
 LabelSelectorAttributes: rawSelector=1 requirements=2:[LabelSelectorRequirement]
 NonResourceAttributes: path=1 verb=2
 SubjectAccessReviewStatus: allowed=1:b! denied=4:b reason=2 evaluationError=3
+SubjectAccessReview: metadata=1:ObjectMeta spec=2:SubjectAccessReviewSpec status=3:SubjectAccessReviewStatus
+LocalSubjectAccessReview: metadata=1:ObjectMeta spec=2:SubjectAccessReviewSpec status=3:SubjectAccessReviewStatus
+SubjectAccessReviewSpec: resourceAttributes=1:ResourceAttributes nonResourceAttributes=2:NonResourceAttributes user=3 groups=4:[s] uid=6
+SelfSubjectReview: metadata=1:ObjectMeta status=2:SelfSubjectReviewStatus
+SelfSubjectReviewStatus: userInfo=1:UserInfo
+UserInfo: username=1 uid=2 groups=3:[s]
 SelfSubjectRulesReview: metadata=1:ObjectMeta spec=2:SelfSubjectRulesReviewSpec status=3:SubjectRulesReviewStatus
 SelfSubjectRulesReviewSpec: namespace=1
 SubjectRulesReviewStatus: resourceRules=1:[ResourceRule] nonResourceRules=2:[NonResourceRule] incomplete=3:b! evaluationError=4
@@ -157,6 +163,21 @@ pub const KINDS: &[(&str, &str, &str)] = &[
         "authorization.k8s.io/v1",
         "SelfSubjectRulesReview",
         "SelfSubjectRulesReview",
+    ),
+    (
+        "authorization.k8s.io/v1",
+        "SubjectAccessReview",
+        "SubjectAccessReview",
+    ),
+    (
+        "authorization.k8s.io/v1",
+        "LocalSubjectAccessReview",
+        "LocalSubjectAccessReview",
+    ),
+    (
+        "authentication.k8s.io/v1",
+        "SelfSubjectReview",
+        "SelfSubjectReview",
     ),
     ("authentication.k8s.io/v1", "TokenRequest", "TokenRequest"),
     ("policy/v1", "Eviction", "Eviction"),

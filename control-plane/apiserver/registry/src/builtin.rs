@@ -2,13 +2,16 @@
 
 use std::sync::Arc;
 
-use k8s_openapi::api::{apps, batch, certificates, coordination, core, discovery, events, rbac};
+use k8s_openapi::api::{
+    apps, authentication, authorization, batch, certificates, coordination, core, discovery, events,
+};
 
 use crate::catalog::{Catalog, Resource};
 use crate::strategy::Typed;
 use crate::types::config::{ConfigMapStrategy, SecretStrategy};
 use crate::types::namespace::NamespaceStrategy;
 use crate::types::pod::PodStrategy;
+use crate::types::rbac::{BindingStrategy, RoleStrategy};
 use crate::types::service::ServiceStrategy;
 use crate::types::workload::{Kind, WorkloadStrategy};
 use crate::validation::NameRule;
@@ -285,7 +288,7 @@ fn builtins() -> Vec<Resource> {
             "Role",
             "roles",
             true,
-            typed::<rbac::v1::Role>(),
+            Arc::new(RoleStrategy { cluster: false }),
         )
         .names(NameRule::PathSegment),
         R::new(
@@ -294,7 +297,7 @@ fn builtins() -> Vec<Resource> {
             "RoleBinding",
             "rolebindings",
             true,
-            typed::<rbac::v1::RoleBinding>(),
+            Arc::new(BindingStrategy { cluster: false }),
         )
         .names(NameRule::PathSegment),
         R::new(
@@ -303,7 +306,7 @@ fn builtins() -> Vec<Resource> {
             "ClusterRole",
             "clusterroles",
             false,
-            typed::<rbac::v1::ClusterRole>(),
+            Arc::new(RoleStrategy { cluster: true }),
         )
         .names(NameRule::PathSegment),
         R::new(
@@ -312,9 +315,55 @@ fn builtins() -> Vec<Resource> {
             "ClusterRoleBinding",
             "clusterrolebindings",
             false,
-            typed::<rbac::v1::ClusterRoleBinding>(),
+            Arc::new(BindingStrategy { cluster: true }),
         )
         .names(NameRule::PathSegment),
+        // reviews
+        R::new(
+            "authorization.k8s.io",
+            "v1",
+            "SelfSubjectAccessReview",
+            "selfsubjectaccessreviews",
+            false,
+            typed::<authorization::v1::SelfSubjectAccessReview>(),
+        )
+        .review(),
+        R::new(
+            "authorization.k8s.io",
+            "v1",
+            "SelfSubjectRulesReview",
+            "selfsubjectrulesreviews",
+            false,
+            typed::<authorization::v1::SelfSubjectRulesReview>(),
+        )
+        .review(),
+        R::new(
+            "authorization.k8s.io",
+            "v1",
+            "SubjectAccessReview",
+            "subjectaccessreviews",
+            false,
+            typed::<authorization::v1::SubjectAccessReview>(),
+        )
+        .review(),
+        R::new(
+            "authorization.k8s.io",
+            "v1",
+            "LocalSubjectAccessReview",
+            "localsubjectaccessreviews",
+            true,
+            typed::<authorization::v1::LocalSubjectAccessReview>(),
+        )
+        .review(),
+        R::new(
+            "authentication.k8s.io",
+            "v1",
+            "SelfSubjectReview",
+            "selfsubjectreviews",
+            false,
+            typed::<authentication::v1::SelfSubjectReview>(),
+        )
+        .review(),
         // certificates
         R::new(
             "certificates.k8s.io",

@@ -64,6 +64,8 @@ pub struct Resource {
     pub field_selectors: Vec<&'static str>,
     /// Its behaviour.
     pub strategy: Arc<dyn Strategy>,
+    /// Whether its objects are stored; reviews (access, rules, self) are answered, not kept.
+    pub stored: bool,
 }
 
 impl std::fmt::Debug for Resource {
@@ -100,6 +102,7 @@ impl Resource {
             name_rule: NameRule::Subdomain,
             field_selectors: Vec::new(),
             strategy,
+            stored: true,
         }
     }
 
@@ -203,6 +206,13 @@ impl Resource {
     /// Sets the name rule.
     pub fn names(mut self, rule: NameRule) -> Resource {
         self.name_rule = rule;
+        self
+    }
+
+    /// A review: created to get an answer, never stored.
+    pub fn review(mut self) -> Resource {
+        self.verbs = vec!["create"];
+        self.stored = false;
         self
     }
 

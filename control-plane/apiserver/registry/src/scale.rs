@@ -24,7 +24,7 @@ pub fn scale_of(workload: &Object) -> Object {
         .collect();
     let selector = value_at(workload, "spec.selector")
         .and_then(Value::as_object)
-        .map(|s| crate::types::workload::selector_of(s).to_string())
+        .map(|s| crate::selector::LabelSelector::from_object(s).to_string())
         .unwrap_or_default();
     let scale = json!({
         "apiVersion": "autoscaling/v1",

@@ -3,6 +3,8 @@
 //! Written here because the grammar is Kubernetes' own (`a=b,c!=d,e in (x,y),!f`) and small;
 //! no crate parses it.
 
+use serde_json::Value;
+
 use crate::object::{Object, label, value_at};
 
 /// One requirement of a label selector.
@@ -60,6 +62,38 @@ impl LabelSelector {
             Requirement::Exists(k) => label(object, k).is_some(),
             Requirement::DoesNotExist(k) => label(object, k).is_none(),
         })
+    }
+
+    /// The selector a `metav1.LabelSelector` object (matchLabels and matchExpressions) means.
+    pub fn from_object(selector: &Object) -> LabelSelector {
+        let mut requirements = Vec::new();
+        if let Some(labels) = selector.get("matchLabels").and_then(Value::as_object) {
+            for (k, v) in labels {
+                requirements.push(Requirement::Equals(
+                    k.clone(),
+                    v.as_str().unwrap_or("").to_owned(),
+                ));
+            }
+        }
+        for expression in crate::types::list(selector, "matchExpressions") {
+            let key = expression
+                .get("key")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_owned();
+            let values =
+                crate::types::list(expression.as_object().unwrap_or(&Object::new()), "values")
+                    .iter()
+                    .filter_map(|v| v.as_str().map(str::to_owned))
+                    .collect();
+            requirements.push(match expression.get("operator").and_then(Value::as_str) {
+                Some("In") => Requirement::In(key, values),
+                Some("NotIn") => Requirement::NotIn(key, values),
+                Some("Exists") => Requirement::Exists(key),
+                _ => Requirement::DoesNotExist(key),
+            });
+        }
+        LabelSelector { requirements }
     }
 
     /// Whether it selects everything.
@@ -220,9 +254,9 @@ impl FieldSelector {
     pub fn matches(&self, object: &Object) -> bool {
         self.terms.iter().all(|term| {
             let actual = match value_at(object, &term.field) {
-                Some(serde_json::Value::String(s)) => s.clone(),
-                Some(serde_json::Value::Bool(b)) => b.to_string(),
-                Some(serde_json::Value::Number(n)) => n.to_string(),
+                Some(Value::String(s)) => s.clone(),
+                Some(Value::Bool(b)) => b.to_string(),
+                Some(Value::Number(n)) => n.to_string(),
                 _ => String::new(),
             };
             (actual == term.value) != term.negated

@@ -1,77 +1,107 @@
 //! Who is asking, and whether they may.
 //!
 //! Authentication reads the verified client certificate (CN is the user, O the groups, as
-//! Kubernetes does). Authorization is a seam ([`Authorizer`]); until RBAC lands the policy is
-//! the strict one — members of `system:masters` may do everything, everyone else nothing.
+//! Kubernetes does). Authorization asks the chain `system:masters` → Node → RBAC of
+//! [`apiserver_authz`]; [`Access`] holds it with the RBAC cache it reads.
 
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use apiserver_authz::node::NodeAuthorizer;
+use apiserver_authz::rbac::Rbac;
+pub use apiserver_authz::{AUTHENTICATED, MASTERS, User};
+use apiserver_authz::{Attributes, Chain, Decision, PrivilegedGroup};
+use apiserver_registry::Registry;
 use x509_parser::prelude::{FromDer, X509Certificate};
 
 use crate::request::RequestInfo;
 
-/// An authenticated user.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct User {
-    /// The user name.
-    pub name: String,
-    /// The groups, `system:authenticated` included.
-    pub groups: Vec<String>,
+/// How long a write to RBAC waits for the policy to reflect it before answering, so a
+/// client's next request is judged by it.
+const POLICY_SETTLE: Duration = Duration::from_secs(2);
+
+/// The user a client certificate names: CN, and O as groups. `None` if it names none.
+pub fn user_from_certificate(der: &[u8]) -> Option<User> {
+    let (_, cert) = X509Certificate::from_der(der).ok()?;
+    let subject = cert.subject();
+    let name = subject.iter_common_name().next()?.as_str().ok()?.to_owned();
+    if name.is_empty() {
+        return None;
+    }
+    let mut groups: Vec<String> = subject
+        .iter_organization()
+        .filter_map(|o| o.as_str().ok().map(str::to_owned))
+        .collect();
+    groups.push(AUTHENTICATED.into());
+    Some(User { name, groups })
 }
 
-/// The group whose members are cluster superusers.
-pub const MASTERS: &str = "system:masters";
+/// The authorizers and the RBAC policy they read.
+pub struct Access {
+    chain: Chain,
+    rbac: Arc<Rbac>,
+}
 
-impl User {
-    /// The user a client certificate names: CN, and O as groups. `None` if it names none.
-    pub fn from_certificate(der: &[u8]) -> Option<User> {
-        let (_, cert) = X509Certificate::from_der(der).ok()?;
-        let subject = cert.subject();
-        let name = subject.iter_common_name().next()?.as_str().ok()?.to_owned();
-        if name.is_empty() {
-            return None;
-        }
-        let mut groups: Vec<String> = subject
-            .iter_organization()
-            .filter_map(|o| o.as_str().ok().map(str::to_owned))
-            .collect();
-        groups.push("system:authenticated".into());
-        Some(User { name, groups })
+impl Access {
+    /// Creates the default roles that are missing, loads the policy and keeps it current.
+    pub async fn start(registry: &Registry) -> anyhow::Result<Access> {
+        apiserver_authz::bootstrap::reconcile(registry)
+            .await
+            .context("reconciling the default RBAC roles")?;
+        let rbac = Rbac::start(registry.clone())
+            .await
+            .context("loading the RBAC policy")?;
+        let chain = Chain(vec![
+            Arc::new(PrivilegedGroup),
+            Arc::new(NodeAuthorizer::new(registry.clone())),
+            rbac.clone(),
+        ]);
+        Ok(Access { chain, rbac })
     }
 
-    /// Whether the user is in `group`.
-    pub fn in_group(&self, group: &str) -> bool {
-        self.groups.iter().any(|g| g == group)
+    /// The chain's decision.
+    pub async fn decide(&self, user: &User, request: &Attributes<'_>) -> Decision {
+        self.chain.decide(user, request).await
     }
-}
 
-/// Decides whether a user may make a request.
-pub trait Authorizer: Send + Sync {
-    /// `Ok(())` if allowed, else the reason to put in the 403.
-    fn authorize(&self, user: &User, request: &RequestInfo) -> Result<(), String>;
-}
+    /// The RBAC authorizer.
+    pub fn rbac(&self) -> &Rbac {
+        &self.rbac
+    }
 
-/// Only `system:masters` may act.
-pub struct MastersOnly;
-
-impl Authorizer for MastersOnly {
-    fn authorize(&self, user: &User, _request: &RequestInfo) -> Result<(), String> {
-        if user.in_group(MASTERS) {
-            Ok(())
-        } else {
-            Err("no policy grants it".into())
+    /// Waits briefly until the policy reflects a write to RBAC at `revision`.
+    pub async fn settle(&self, revision: i64) {
+        if !self.rbac.wait_for(revision, POLICY_SETTLE).await {
+            tracing::warn!(
+                revision,
+                "the RBAC policy has not caught up with a write yet"
+            );
         }
     }
 }
 
 /// The 403 message Kubernetes gives, e.g.
 /// `pods is forbidden: User "bob" cannot list resource "pods" in API group "" in the namespace "default"`.
-pub fn forbidden_message(user: &User, request: &RequestInfo) -> String {
+pub fn forbidden_message(user: &User, request: &RequestInfo, path: &str) -> String {
+    if !request.is_resource {
+        return format!(
+            "forbidden: User \"{}\" cannot {} path \"{path}\"",
+            user.name, request.verb
+        );
+    }
     let resource = match &request.subresource {
         Some(sub) => format!("{}/{sub}", request.resource),
         None => request.resource.clone(),
     };
+    let qualified = if request.group.is_empty() {
+        request.resource.clone()
+    } else {
+        format!("{}.{}", request.resource, request.group)
+    };
     let what = match &request.name {
-        Some(name) => format!("{} \"{name}\"", request.resource),
-        None => request.resource.clone(),
+        Some(name) => format!("{qualified} \"{name}\""),
+        None => qualified,
     };
     let scope = match &request.namespace {
         Some(ns) => format!("in the namespace \"{ns}\""),

@@ -16,6 +16,8 @@ use http_body_util::{BodyExt, StreamBody};
 use hyper::body::Frame;
 use serde_json::{Value, json};
 
+use crate::admission::Admission;
+use crate::auth::{Access, User};
 use crate::request::RequestInfo;
 use crate::response::{self, Body, Representation};
 use crate::table;
@@ -25,6 +27,10 @@ pub const MAX_BODY_BYTES: usize = 3 * 1024 * 1024;
 
 /// A parsed resource request.
 pub struct Call<'a> {
+    /// Who asks.
+    pub user: &'a User,
+    /// The authorizers (for reviews, admission and RBAC writes).
+    pub access: &'a Access,
     /// What it asks for.
     pub info: &'a RequestInfo,
     /// The query parameters.
@@ -66,8 +72,29 @@ impl Call<'_> {
         self.info.namespace.as_deref()
     }
 
-    fn object_body(&self) -> Result<Object, ApiError> {
+    pub(crate) fn object_body(&self) -> Result<Object, ApiError> {
         decode_body(self.content_type, &self.body)
+    }
+
+    fn admission(&self) -> Admission<'_> {
+        Admission::new(self.user, self.info, self.access)
+    }
+
+    /// After a write to RBAC, waits until the policy reflects it, so the client's next
+    /// request is judged by it.
+    async fn settle(&self, registry: &Registry, written: Option<&Object>) {
+        if self.info.group != apiserver_authz::escalation::GROUP {
+            return;
+        }
+        let revision = match written {
+            Some(object) => apiserver_registry::object::resource_version(object)
+                .parse::<i64>()
+                .ok(),
+            None => registry.backend().revision().await.ok(),
+        };
+        if let Some(revision) = revision {
+            self.access.settle(revision).await;
+        }
     }
 }
 
@@ -166,6 +193,9 @@ pub async fn handle(
 ) -> Result<Response<Body>, ApiError> {
     let info = call.info;
     let ns = call.namespace();
+    if !resource.stored {
+        return crate::review::handle(&resource, &call).await;
+    }
     if resource.namespaced && ns.is_none() && !matches!(info.verb.as_str(), "list" | "watch") {
         return Err(ApiError::no_route());
     }
@@ -199,41 +229,49 @@ pub async fn handle(
         "watch" => watch(registry, resource.clone(), &call).await,
         "create" => {
             let body = call.object_body()?;
+            call.admission().admit(&body)?;
             let object = registry
                 .create(&resource, ns, body, &call.write_options()?)
                 .await?;
+            call.settle(registry, Some(&object)).await;
             Ok(ok(StatusCode::CREATED, object, &call, &resource))
         }
         "update" => {
             let body = call.object_body()?;
+            call.admission().admit(&body)?;
             let object = registry
                 .update(&resource, ns, name, sub, body, &call.write_options()?)
                 .await?;
+            call.settle(registry, Some(&object)).await;
             Ok(ok(StatusCode::OK, object, &call, &resource))
         }
         "patch" => {
             let patch = crate::patch::Patch::parse(call.content_type, &call.body)?;
             let options = call.write_options()?;
+            let admission = call.admission();
             let object = registry
                 .update_with(&resource, ns, name, sub, &options, &|current| {
-                    patch.apply(&resource, current)
+                    let patched = patch.apply(&resource, current)?;
+                    admission.admit(&patched)?;
+                    Ok(patched)
                 })
                 .await?;
+            call.settle(registry, Some(&object)).await;
             Ok(ok(StatusCode::OK, object, &call, &resource))
         }
         "delete" => {
             let options = delete_options(&call)?;
-            match registry.delete(&resource, ns, name, &options).await? {
-                Deleted::Gone(object) | Deleted::Pending(object) => {
-                    Ok(ok(StatusCode::OK, object, &call, &resource))
-                }
-            }
+            let (Deleted::Gone(object) | Deleted::Pending(object)) =
+                registry.delete(&resource, ns, name, &options).await?;
+            call.settle(registry, Some(&object)).await;
+            Ok(ok(StatusCode::OK, object, &call, &resource))
         }
         "deletecollection" => {
             let options = delete_options(&call)?;
             let deleted = registry
                 .delete_collection(&resource, ns, &list_options(&call, &resource)?, &options)
                 .await?;
+            call.settle(registry, None).await;
             let list = json!({"kind": format!("{}List", resource.kind), "apiVersion": resource.api_version(),
                               "metadata": {}, "items": deleted});
             Ok(response::json(StatusCode::OK, &list))

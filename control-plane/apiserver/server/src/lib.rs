@@ -6,6 +6,7 @@
 //! path asks for → the authorizer decides → `discovery` or `handler` answers.
 //! **Does not know** how objects are stored or validated; the registry does.
 
+pub mod admission;
 pub mod auth;
 pub mod discovery;
 pub mod handler;
@@ -13,6 +14,7 @@ pub mod patch;
 pub mod pki;
 pub mod request;
 pub mod response;
+pub mod review;
 pub mod table;
 pub mod tls;
 
@@ -29,7 +31,9 @@ use serde_json::json;
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
-use crate::auth::{Authorizer, User};
+use apiserver_authz::Decision;
+
+use crate::auth::{Access, User};
 use crate::response::{Body, Representation};
 
 /// How long a client has to complete the TLS handshake.
@@ -42,14 +46,14 @@ pub const KUBERNETES_VERSION: (&str, &str) = ("1", "32");
 pub struct ApiServer {
     registry: Registry,
     openapi: apiserver_openapi::OpenApi,
-    authorizer: Arc<dyn Authorizer>,
+    access: Access,
     /// The address clients reach it at (for `/api`'s serverAddressByClientCIDRs).
     address: String,
 }
 
 impl ApiServer {
     /// An API server over `registry`.
-    pub fn new(registry: Registry, authorizer: Arc<dyn Authorizer>, address: String) -> ApiServer {
+    pub fn new(registry: Registry, access: Access, address: String) -> ApiServer {
         let version = format!(
             "v{}.{}.0-basalt",
             KUBERNETES_VERSION.0, KUBERNETES_VERSION.1
@@ -57,7 +61,7 @@ impl ApiServer {
         ApiServer {
             openapi: apiserver_openapi::OpenApi::new(registry.catalog().clone(), &version),
             registry,
-            authorizer,
+            access,
             address,
         }
     }
@@ -95,7 +99,7 @@ impl ApiServer {
                     .1
                     .peer_certificates()
                     .and_then(|chain| chain.first())
-                    .and_then(|cert| User::from_certificate(cert));
+                    .and_then(|cert| auth::user_from_certificate(cert));
                 let user = user.map(Arc::new);
                 let service = hyper::service::service_fn(move |request| {
                     let server = server.clone();
@@ -163,17 +167,23 @@ impl ApiServer {
                 "only the following media types are accepted: application/json",
             )
         })?;
+        let watch = matches!(query.get("watch").map(String::as_str), Some("true" | "1"));
+        let field_selector = query.get("fieldSelector").map_or("", String::as_str);
+        let info = request::parse(request.method(), &path, watch, field_selector);
+        match self.access.decide(user, &info.attributes(&path)).await {
+            Decision::Allow(why) => tracing::trace!(user = %user.name, "allowed: {why}"),
+            denied => {
+                tracing::debug!(user = %user.name, ?denied, "forbidden");
+                return Err(ApiError::forbidden(auth::forbidden_message(
+                    user, &info, &path,
+                )));
+            }
+        }
         if let Some(rest) = path.strip_prefix("/openapi/") {
             return self.openapi(rest, accept);
         }
-        let watch = matches!(query.get("watch").map(String::as_str), Some("true" | "1"));
-        let info = request::parse(request.method(), &path, watch);
         if !info.is_resource {
             return self.discovery(&path, representation);
-        }
-        if let Err(why) = self.authorizer.authorize(user, &info) {
-            tracing::debug!(user = %user.name, "forbidden: {why}");
-            return Err(ApiError::forbidden(auth::forbidden_message(user, &info)));
         }
         let resource = self
             .registry
@@ -188,6 +198,8 @@ impl ApiServer {
             .to_owned();
         let body = read_body(request).await?;
         let call = handler::Call {
+            user,
+            access: &self.access,
             info: &info,
             query: &query,
             representation,

@@ -1,6 +1,7 @@
 //! What a request asks for, read from its method and path the way kube-apiserver reads them:
 //! `/api/v1/namespaces/{ns}/{resource}/{name}/{subresource}`, `/apis/{group}/{version}/…`.
 
+use apiserver_authz::{Attributes, ResourceAttributes};
 use http::Method;
 
 /// The parts of a resource request.
@@ -27,8 +28,46 @@ pub struct RequestInfo {
 /// Namespace subresources, which look like resources under a namespace in the path.
 const NAMESPACE_SUBRESOURCES: &[&str] = &["status", "finalize"];
 
-/// Reads a request. `watch` is whether `?watch=true` was given.
-pub fn parse(method: &Method, path: &str, watch: bool) -> RequestInfo {
+impl RequestInfo {
+    /// What the authorizers judge; `path` is the request's path.
+    pub fn attributes<'a>(&'a self, path: &'a str) -> Attributes<'a> {
+        Attributes {
+            verb: &self.verb,
+            resource: self.is_resource.then(|| ResourceAttributes {
+                group: &self.group,
+                resource: &self.resource,
+                subresource: self.subresource.as_deref(),
+                name: self.name.as_deref(),
+                namespace: self.namespace.as_deref(),
+            }),
+            path,
+        }
+    }
+}
+
+/// Reads a request. `watch` is whether `?watch=true` was given; `field_selector` is the
+/// `fieldSelector` parameter (a list or watch of one object by `metadata.name` names it, so
+/// it is authorized as that object, as kube-apiserver does).
+pub fn parse(method: &Method, path: &str, watch: bool, field_selector: &str) -> RequestInfo {
+    let mut info = parse_path(method, path, watch);
+    if matches!(info.verb.as_str(), "list" | "watch")
+        && let Some(name) = field_selector.strip_prefix("metadata.name=")
+        && !name.is_empty()
+        && !name.contains(',')
+    {
+        info.name = Some(name.to_owned());
+    }
+    info
+}
+
+fn non_resource(method: &Method) -> RequestInfo {
+    RequestInfo {
+        verb: method.as_str().to_ascii_lowercase(),
+        ..RequestInfo::default()
+    }
+}
+
+fn parse_path(method: &Method, path: &str, watch: bool) -> RequestInfo {
     let parts: Vec<&str> = path
         .trim_matches('/')
         .split('/')
@@ -37,10 +76,10 @@ pub fn parse(method: &Method, path: &str, watch: bool) -> RequestInfo {
     let (group, version, rest) = match parts.as_slice() {
         ["api", version, rest @ ..] => ("", *version, rest),
         ["apis", group, version, rest @ ..] => (*group, *version, rest),
-        _ => return RequestInfo::default(),
+        _ => return non_resource(method),
     };
     if rest.is_empty() {
-        return RequestInfo::default();
+        return non_resource(method);
     }
     let mut info = RequestInfo {
         is_resource: true,
@@ -65,8 +104,7 @@ pub fn parse(method: &Method, path: &str, watch: bool) -> RequestInfo {
         info.name = rest.get(1).map(|s| s.to_string());
         info.subresource = rest.get(2).map(|s| s.to_string());
         if rest.len() > 3 {
-            info.is_resource = false;
-            return info;
+            return non_resource(method);
         }
     }
     info.verb = match *method {
@@ -89,7 +127,7 @@ mod tests {
     use super::*;
 
     fn info(method: Method, path: &str) -> RequestInfo {
-        parse(&method, path, false)
+        parse(&method, path, false, "")
     }
 
     #[test]
@@ -123,7 +161,15 @@ mod tests {
         );
         let nodes = info(Method::DELETE, "/api/v1/nodes");
         assert_eq!(nodes.verb, "deletecollection");
-        assert!(parse(&Method::GET, "/api/v1/pods", true).verb == "watch");
+        assert!(parse(&Method::GET, "/api/v1/pods", true, "").verb == "watch");
+        let one = parse(
+            &Method::GET,
+            "/api/v1/namespaces/a/secrets",
+            true,
+            "metadata.name=s",
+        );
+        assert_eq!(one.name.as_deref(), Some("s"));
+        assert_eq!(info(Method::GET, "/apis").verb, "get");
         assert!(!info(Method::GET, "/api/v1").is_resource);
         assert!(!info(Method::GET, "/healthz").is_resource);
     }

@@ -4,6 +4,7 @@
 pub mod config;
 pub mod namespace;
 pub mod pod;
+pub mod rbac;
 pub mod service;
 pub mod workload;
 

@@ -11,7 +11,7 @@ use super::default;
 use super::pod::{default_pod_spec, validate_pod_spec};
 use crate::error::FieldError;
 use crate::object::{Object, map_mut};
-use crate::selector::{LabelSelector, Requirement};
+use crate::selector::LabelSelector;
 use crate::strategy::{Strategy, normalize_as};
 
 /// The workload kinds, for their different defaults and rules.
@@ -71,37 +71,6 @@ fn get_path_mut<'a>(object: &'a mut Object, path: &[&str]) -> Option<&'a mut Obj
     Some(current)
 }
 
-/// Parses a `spec.selector` (matchLabels and matchExpressions) into requirements.
-pub fn selector_of(selector: &Object) -> LabelSelector {
-    let mut requirements = Vec::new();
-    if let Some(labels) = selector.get("matchLabels").and_then(Value::as_object) {
-        for (k, v) in labels {
-            requirements.push(Requirement::Equals(
-                k.clone(),
-                v.as_str().unwrap_or("").to_owned(),
-            ));
-        }
-    }
-    for expression in super::list(selector, "matchExpressions") {
-        let key = expression
-            .get("key")
-            .and_then(Value::as_str)
-            .unwrap_or("")
-            .to_owned();
-        let values = super::list(expression.as_object().unwrap_or(&Object::new()), "values")
-            .iter()
-            .filter_map(|v| v.as_str().map(str::to_owned))
-            .collect();
-        requirements.push(match expression.get("operator").and_then(Value::as_str) {
-            Some("In") => Requirement::In(key, values),
-            Some("NotIn") => Requirement::NotIn(key, values),
-            Some("Exists") => Requirement::Exists(key),
-            _ => Requirement::DoesNotExist(key),
-        });
-    }
-    LabelSelector { requirements }
-}
-
 impl<T: DeserializeOwned + Serialize + schemars::JsonSchema> Strategy for WorkloadStrategy<T> {
     fn normalize(&self, object: Object) -> Result<(Object, Vec<String>), String> {
         normalize_as::<T>(object)
@@ -149,7 +118,7 @@ impl<T: DeserializeOwned + Serialize + schemars::JsonSchema> Strategy for Worklo
             match selector {
                 None => errors.push(FieldError::required("spec.selector", "")),
                 Some(selector) => {
-                    let selector = selector_of(selector);
+                    let selector = LabelSelector::from_object(selector);
                     if selector.is_empty() {
                         errors.push(FieldError::invalid(
                             "spec.selector",

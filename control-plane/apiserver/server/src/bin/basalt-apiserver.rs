@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use apiserver::ApiServer;
-use apiserver::auth::MastersOnly;
+use apiserver::auth::Access;
 use apiserver_registry::store::WriteOptions;
 use apiserver_registry::{Registry, builtin};
 use apiserver_storage::LocalBackend;
@@ -76,15 +76,12 @@ async fn main() -> Result<()> {
     let catalog = Arc::new(builtin::catalog());
     let registry = Registry::new(Arc::new(LocalBackend::new(store.clone())), catalog);
     create_system_namespaces(&registry).await?;
+    let access = Access::start(&registry).await?;
 
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("listening on {addr}"))?;
-    let server = Arc::new(ApiServer::new(
-        registry,
-        Arc::new(MastersOnly),
-        addr.to_string(),
-    ));
+    let server = Arc::new(ApiServer::new(registry, access, addr.to_string()));
     tracing::info!(%addr, "serving the Kubernetes API");
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
