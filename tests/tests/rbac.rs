@@ -148,6 +148,35 @@ fn bindings_grant_their_roles_and_can_i_tells_the_truth() {
         "{whoami}"
     );
 
+    // An administrator may act as another user and sees what they would; others may not.
+    assert!(can_i(
+        &plane,
+        "admin",
+        &["get", "pods", "-n", "team", "--as=bob"]
+    ));
+    assert!(!can_i(
+        &plane,
+        "admin",
+        &["get", "secrets", "-n", "team", "--as=bob"]
+    ));
+    assert!(can_i(
+        &plane,
+        "admin",
+        &[
+            "create",
+            "pods",
+            "-n",
+            "team",
+            "--as=someone",
+            "--as-group=dev-team"
+        ]
+    ));
+    let stderr = refused(&plane, "bob", &["get", "pods", "-n", "team", "--as=admin"]);
+    assert!(
+        stderr.contains("users \"admin\" is forbidden: User \"bob\" cannot impersonate"),
+        "{stderr}"
+    );
+
     // Taking the binding away takes the access away at once.
     plane.ok(&["delete", "rolebinding", "dev-edit", "-n", "team"]);
     assert!(!can_i(

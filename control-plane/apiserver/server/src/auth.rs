@@ -12,7 +12,7 @@ use apiserver_authz::node::NodeAuthorizer;
 use apiserver_authz::rbac::Rbac;
 pub use apiserver_authz::{AUTHENTICATED, MASTERS, User};
 use apiserver_authz::{Attributes, Chain, Decision, PrivilegedGroup};
-use apiserver_registry::Registry;
+use apiserver_registry::{ApiError, Registry};
 use x509_parser::prelude::{FromDer, X509Certificate};
 
 use crate::request::RequestInfo;
@@ -70,6 +70,59 @@ impl Access {
         &self.rbac
     }
 
+    /// The user `user` acts as, if they may impersonate it (the `impersonate` verb on the
+    /// user, each group, or the service account it names). Service accounts get their
+    /// groups; everyone gets `system:authenticated`.
+    pub async fn impersonate(&self, user: &User, mut target: User) -> Result<User, ApiError> {
+        let service_account = target
+            .name
+            .strip_prefix(apiserver_authz::policy::SERVICE_ACCOUNT_PREFIX)
+            .and_then(|rest| rest.split_once(':'))
+            .map(|(ns, name)| (ns.to_owned(), name.to_owned()));
+        let mut checks = vec![match &service_account {
+            Some((ns, name)) => ("serviceaccounts", name.clone(), Some(ns.clone())),
+            None => ("users", target.name.clone(), None),
+        }];
+        checks.extend(
+            target
+                .groups
+                .iter()
+                .map(|g| ("groups", g.clone(), None::<String>)),
+        );
+        for (resource, name, namespace) in &checks {
+            let attributes = Attributes {
+                verb: "impersonate",
+                resource: Some(apiserver_authz::ResourceAttributes {
+                    group: "",
+                    resource,
+                    subresource: None,
+                    name: Some(name),
+                    namespace: namespace.as_deref(),
+                }),
+                path: "",
+            };
+            if !matches!(self.decide(user, &attributes).await, Decision::Allow(_)) {
+                let scope = namespace
+                    .as_ref()
+                    .map(|ns| format!(" in the namespace \"{ns}\""))
+                    .unwrap_or_default();
+                return Err(ApiError::forbidden(format!(
+                    "{resource} \"{name}\" is forbidden: User \"{}\" cannot impersonate resource \"{resource}\" in API group \"\"{scope}",
+                    user.name
+                )));
+            }
+        }
+        if let Some((ns, _)) = &service_account {
+            target.groups.push("system:serviceaccounts".into());
+            target.groups.push(format!("system:serviceaccounts:{ns}"));
+        }
+        if !target.in_group(AUTHENTICATED) {
+            target.groups.push(AUTHENTICATED.into());
+        }
+        tracing::debug!(user = %user.name, as_user = %target.name, "impersonating");
+        Ok(target)
+    }
+
     /// Waits briefly until the policy reflects a write to RBAC at `revision`.
     pub async fn settle(&self, revision: i64) {
         if !self.rbac.wait_for(revision, POLICY_SETTLE).await {
@@ -78,6 +131,39 @@ impl Access {
                 "the RBAC policy has not caught up with a write yet"
             );
         }
+    }
+}
+
+/// Who a request asks to act as (`Impersonate-User`, `Impersonate-Group` headers), if anyone.
+pub fn impersonation(headers: &http::HeaderMap) -> Result<Option<User>, ApiError> {
+    let text = |value: &http::HeaderValue| {
+        value
+            .to_str()
+            .map(str::to_owned)
+            .map_err(|_| ApiError::bad_request("impersonation headers must be ASCII"))
+    };
+    let name = headers.get("impersonate-user").map(text).transpose()?;
+    let groups = headers
+        .get_all("impersonate-group")
+        .iter()
+        .map(text)
+        .collect::<Result<Vec<_>, _>>()?;
+    let extra = headers
+        .keys()
+        .any(|k| k.as_str().starts_with("impersonate-extra-") || k == "impersonate-uid");
+    match name {
+        Some(name) if !name.is_empty() => {
+            if extra {
+                return Err(ApiError::bad_request(
+                    "impersonating a uid or extra fields is not supported",
+                ));
+            }
+            Ok(Some(User { name, groups }))
+        }
+        _ if !groups.is_empty() || extra => Err(ApiError::bad_request(
+            "requested impersonation of groups or extra fields without impersonating a user",
+        )),
+        _ => Ok(None),
     }
 }
 

@@ -153,6 +153,11 @@ impl ApiServer {
         let Some(user) = user else {
             return Err(ApiError::unauthorized());
         };
+        let impersonated = auth::impersonation(request.headers())?;
+        let user = match impersonated {
+            Some(target) => &self.access.impersonate(user, target).await?,
+            None => user,
+        };
         let query: HashMap<String, String> = request
             .uri()
             .query()
