@@ -144,6 +144,13 @@ impl ControlPlane {
         );
         std::fs::write(dir.join("kubeconfig"), kubeconfig).expect("kubeconfig");
 
+        let signing_key = write(
+            &dir,
+            "service-account-key.pem",
+            KeyPair::generate()
+                .expect("service-account key")
+                .serialize_pem(),
+        );
         let log = std::fs::File::create(dir.join("apiserver.log")).expect("log file");
         let child = Command::new(binary("basalt-apiserver"))
             .arg("--data-dir")
@@ -155,6 +162,8 @@ impl ControlPlane {
             .arg(&key)
             .arg("--client-ca-file")
             .arg(&ca_path)
+            .arg("--service-account-signing-key-file")
+            .arg(&signing_key)
             .args(["--store-peer-address", &format!("{ip}:2380")])
             .stdout(Stdio::null())
             .stderr(log)

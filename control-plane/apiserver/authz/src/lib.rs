@@ -22,26 +22,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
-/// The group whose members are cluster superusers.
-pub const MASTERS: &str = "system:masters";
-/// The group every authenticated user is in.
-pub const AUTHENTICATED: &str = "system:authenticated";
-
-/// An authenticated user.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct User {
-    /// The user name.
-    pub name: String,
-    /// The groups, `system:authenticated` included.
-    pub groups: Vec<String>,
-}
-
-impl User {
-    /// Whether the user is in `group`.
-    pub fn in_group(&self, group: &str) -> bool {
-        self.groups.iter().any(|g| g == group)
-    }
-}
+pub use apiserver_authn::{AUTHENTICATED, MASTERS, User};
 
 /// The resource a request acts on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

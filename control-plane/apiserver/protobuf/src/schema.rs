@@ -117,6 +117,9 @@ SubjectAccessReviewStatus: allowed=1:b! denied=4:b reason=2 evaluationError=3
 SubjectAccessReview: metadata=1:ObjectMeta spec=2:SubjectAccessReviewSpec status=3:SubjectAccessReviewStatus
 LocalSubjectAccessReview: metadata=1:ObjectMeta spec=2:SubjectAccessReviewSpec status=3:SubjectAccessReviewStatus
 SubjectAccessReviewSpec: resourceAttributes=1:ResourceAttributes nonResourceAttributes=2:NonResourceAttributes user=3 groups=4:[s] uid=6
+TokenReview: metadata=1:ObjectMeta spec=2:TokenReviewSpec status=3:TokenReviewStatus
+TokenReviewSpec: token=1 audiences=2:[s]
+TokenReviewStatus: authenticated=1:b user=2:UserInfo audiences=4:[s] error=3
 SelfSubjectReview: metadata=1:ObjectMeta status=2:SelfSubjectReviewStatus
 SelfSubjectReviewStatus: userInfo=1:UserInfo
 UserInfo: username=1 uid=2 groups=3:[s]
@@ -179,6 +182,7 @@ pub const KINDS: &[(&str, &str, &str)] = &[
         "SelfSubjectReview",
         "SelfSubjectReview",
     ),
+    ("authentication.k8s.io/v1", "TokenReview", "TokenReview"),
     ("authentication.k8s.io/v1", "TokenRequest", "TokenRequest"),
     ("policy/v1", "Eviction", "Eviction"),
     ("v1", "DeleteOptions", "DeleteOptions"),

@@ -211,6 +211,52 @@ fn secrets_and_services() {
 }
 
 #[test]
+fn reviews() {
+    use k8s_pb::api::authentication::v1 as authn;
+    use k8s_pb::api::authorization::v1 as authz;
+    let review = authz::SubjectAccessReview {
+        metadata: None,
+        spec: Some(authz::SubjectAccessReviewSpec {
+            resource_attributes: Some(authz::ResourceAttributes {
+                namespace: s("team"),
+                verb: s("get"),
+                group: s("apps"),
+                resource: s("deployments"),
+                name: s("web"),
+                ..Default::default()
+            }),
+            user: s("bob"),
+            groups: vec!["dev".into()],
+            uid: s("u"),
+            ..Default::default()
+        }),
+        status: None,
+    };
+    let object = decode(&envelope(
+        "authorization.k8s.io/v1",
+        "SubjectAccessReview",
+        &review,
+    ))
+    .unwrap();
+    assert_eq!(
+        object["spec"],
+        json!({"resourceAttributes": {"namespace": "team", "verb": "get", "group": "apps",
+               "resource": "deployments", "name": "web"},
+               "user": "bob", "groups": ["dev"], "uid": "u"})
+    );
+    let token = authn::TokenReview {
+        metadata: None,
+        spec: Some(authn::TokenReviewSpec {
+            token: s("t"),
+            audiences: vec!["api".into()],
+        }),
+        status: None,
+    };
+    let object = decode(&envelope("authentication.k8s.io/v1", "TokenReview", &token)).unwrap();
+    assert_eq!(object["spec"], json!({"token": "t", "audiences": ["api"]}));
+}
+
+#[test]
 fn bad_bodies_are_refused_with_the_place() {
     assert_eq!(decode(b"{}").unwrap_err().path, "envelope");
     let node = core::Node::default();

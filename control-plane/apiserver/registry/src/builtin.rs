@@ -137,7 +137,12 @@ fn builtins() -> Vec<Resource> {
             typed::<core::v1::ServiceAccount>(),
         )
         .short(&["sa"])
-        .with_sub("token", "TokenRequest", &["create"]),
+        .with_sub_of(
+            "token",
+            "authentication.k8s.io/v1",
+            "TokenRequest",
+            &["create"],
+        ),
         R::new(
             "",
             "v1",
@@ -353,6 +358,15 @@ fn builtins() -> Vec<Resource> {
             "localsubjectaccessreviews",
             true,
             typed::<authorization::v1::LocalSubjectAccessReview>(),
+        )
+        .review(),
+        R::new(
+            "authentication.k8s.io",
+            "v1",
+            "TokenReview",
+            "tokenreviews",
+            false,
+            typed::<authentication::v1::TokenReview>(),
         )
         .review(),
         R::new(

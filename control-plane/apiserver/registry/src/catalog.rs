@@ -187,6 +187,24 @@ impl Resource {
         self
     }
 
+    /// Adds a subresource whose kind is in another group/version (`authentication.k8s.io/v1`
+    /// TokenRequest for a service account's `token`).
+    pub fn with_sub_of(
+        mut self,
+        name: &'static str,
+        api_version: &'static str,
+        kind: &str,
+        verbs: &'static [&'static str],
+    ) -> Resource {
+        self.subresources.push(Subresource {
+            name,
+            kind: kind.to_owned(),
+            api_version: Some(api_version),
+            verbs,
+        });
+        self
+    }
+
     /// Adds another subresource.
     pub fn with_sub(
         mut self,

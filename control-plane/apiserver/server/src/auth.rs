@@ -1,19 +1,21 @@
 //! Who is asking, and whether they may.
 //!
-//! Authentication reads the verified client certificate (CN is the user, O the groups, as
-//! Kubernetes does). Authorization asks the chain `system:masters` → Node → RBAC of
-//! [`apiserver_authz`]; [`Access`] holds it with the RBAC cache it reads.
+//! Authentication is [`apiserver_authn`]'s: the verified client certificate, else a bearer
+//! token (bootstrap or service account). Authorization asks the chain `system:masters` → Node
+//! → RBAC of [`apiserver_authz`]. [`Access`] holds both, with the RBAC cache they read;
+//! impersonation is checked here.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+pub use apiserver_authn::user_from_certificate;
+use apiserver_authn::{Authenticator, TokenIssuer};
 use apiserver_authz::node::NodeAuthorizer;
 use apiserver_authz::rbac::Rbac;
 pub use apiserver_authz::{AUTHENTICATED, MASTERS, User};
 use apiserver_authz::{Attributes, Chain, Decision, PrivilegedGroup};
 use apiserver_registry::{ApiError, Registry};
-use x509_parser::prelude::{FromDer, X509Certificate};
 
 use crate::request::RequestInfo;
 
@@ -21,31 +23,17 @@ use crate::request::RequestInfo;
 /// client's next request is judged by it.
 const POLICY_SETTLE: Duration = Duration::from_secs(2);
 
-/// The user a client certificate names: CN, and O as groups. `None` if it names none.
-pub fn user_from_certificate(der: &[u8]) -> Option<User> {
-    let (_, cert) = X509Certificate::from_der(der).ok()?;
-    let subject = cert.subject();
-    let name = subject.iter_common_name().next()?.as_str().ok()?.to_owned();
-    if name.is_empty() {
-        return None;
-    }
-    let mut groups: Vec<String> = subject
-        .iter_organization()
-        .filter_map(|o| o.as_str().ok().map(str::to_owned))
-        .collect();
-    groups.push(AUTHENTICATED.into());
-    Some(User { name, groups })
-}
-
-/// The authorizers and the RBAC policy they read.
+/// The authenticator, the authorizers and the RBAC policy they read.
 pub struct Access {
+    authenticator: Authenticator,
     chain: Chain,
     rbac: Arc<Rbac>,
 }
 
 impl Access {
-    /// Creates the default roles that are missing, loads the policy and keeps it current.
-    pub async fn start(registry: &Registry) -> anyhow::Result<Access> {
+    /// Creates the default roles that are missing, loads the policy and keeps it current;
+    /// service-account tokens are signed and checked by `issuer`.
+    pub async fn start(registry: &Registry, issuer: Arc<TokenIssuer>) -> anyhow::Result<Access> {
         apiserver_authz::bootstrap::reconcile(registry)
             .await
             .context("reconciling the default RBAC roles")?;
@@ -57,7 +45,16 @@ impl Access {
             Arc::new(NodeAuthorizer::new(registry.clone())),
             rbac.clone(),
         ]);
-        Ok(Access { chain, rbac })
+        Ok(Access {
+            authenticator: Authenticator::new(registry.clone(), issuer),
+            chain,
+            rbac,
+        })
+    }
+
+    /// The bearer-token authenticator.
+    pub fn authenticator(&self) -> &Authenticator {
+        &self.authenticator
     }
 
     /// The chain's decision.
@@ -132,6 +129,14 @@ impl Access {
             );
         }
     }
+}
+
+/// The bearer token of an `Authorization: Bearer …` header, if any.
+pub fn bearer_token(headers: &http::HeaderMap) -> Option<&str> {
+    let value = headers.get(http::header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
 }
 
 /// Who a request asks to act as (`Impersonate-User`, `Impersonate-Group` headers), if anyone.

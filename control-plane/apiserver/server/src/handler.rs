@@ -203,7 +203,7 @@ pub async fn handle(
         let allowed = resource
             .subresource(sub)
             .is_some_and(|s| s.verbs.contains(&info.verb.as_str()));
-        if !allowed || !matches!(sub.as_str(), "status" | "finalize" | "scale") {
+        if !allowed || !matches!(sub.as_str(), "status" | "finalize" | "scale" | "token") {
             return Err(ApiError::method_not_allowed(format!(
                 "{} is not supported on {}/{sub} by this server yet",
                 info.verb, resource.plural
@@ -217,8 +217,10 @@ pub async fn handle(
     }
     let name = info.name.as_deref().unwrap_or("");
     let sub = info.subresource.as_deref();
-    if sub == Some("scale") {
-        return scale(registry, &resource, &call, name).await;
+    match sub {
+        Some("scale") => return scale(registry, &resource, &call, name).await,
+        Some("token") => return crate::token::request(registry, &resource, &call, name).await,
+        _ => {}
     }
     match info.verb.as_str() {
         "get" => {

@@ -17,6 +17,7 @@ pub mod response;
 pub mod review;
 pub mod table;
 pub mod tls;
+pub mod token;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -150,8 +151,22 @@ impl ApiServer {
             }
             _ => {}
         }
-        let Some(user) = user else {
-            return Err(ApiError::unauthorized());
+        let token_user;
+        let user = match (user, auth::bearer_token(request.headers())) {
+            (Some(user), _) => user,
+            (None, Some(token)) => {
+                token_user = self
+                    .access
+                    .authenticator()
+                    .authenticate(token, &[])
+                    .await
+                    .map_err(|why| {
+                        tracing::debug!("bearer token refused: {why}");
+                        ApiError::unauthorized()
+                    })?;
+                &token_user
+            }
+            (None, None) => return Err(ApiError::unauthorized()),
         };
         let impersonated = auth::impersonation(request.headers())?;
         let user = match impersonated {

@@ -1,6 +1,7 @@
 //! A cluster PKI for a server started without certificates: a CA, the serving certificate,
-//! and an administrator's client certificate with a kubeconfig, written once and reused (as
-//! k3s does with its own). Keys are written readable by the owner only.
+//! an administrator's client certificate with a kubeconfig, and the service-account signing
+//! key, written once and reused (as k3s does with its own). Keys are written readable by the
+//! owner only.
 
 use std::fs;
 use std::io::Write;
@@ -24,6 +25,8 @@ pub struct Pki {
     pub key: PathBuf,
     /// A kubeconfig for the administrator (`system:masters`).
     pub admin_kubeconfig: PathBuf,
+    /// The service-account token signing key (PKCS#8 P-256).
+    pub service_account_key: PathBuf,
 }
 
 /// Why the PKI could not be made.
@@ -68,11 +71,20 @@ pub fn ensure(dir: &Path, addresses: &[IpAddr], server: &str) -> Result<Pki, Pki
         cert: dir.join("apiserver.pem"),
         key: dir.join("apiserver-key.pem"),
         admin_kubeconfig: dir.join("admin.kubeconfig"),
+        service_account_key: dir.join("service-account-key.pem"),
     };
+    fs::create_dir_all(dir).map_err(io(dir))?;
+    // Older PKI directories predate the signing key; adding one invalidates no certificate.
+    if !pki.service_account_key.exists() {
+        write(
+            &pki.service_account_key,
+            &KeyPair::generate()?.serialize_pem(),
+            true,
+        )?;
+    }
     if pki.ca.exists() && pki.cert.exists() && pki.key.exists() && pki.admin_kubeconfig.exists() {
         return Ok(pki);
     }
-    fs::create_dir_all(dir).map_err(io(dir))?;
 
     let ca_key = KeyPair::generate()?;
     let mut ca_params = CertificateParams::new(Vec::<String>::new())?;

@@ -1,7 +1,8 @@
 //! Reviews: objects a client creates to get an answer, never stored — whether a user may do
 //! something (SelfSubjectAccessReview, SubjectAccessReview, LocalSubjectAccessReview), what
-//! they may do in a namespace (SelfSubjectRulesReview), and who they are
-//! (SelfSubjectReview). `kubectl auth can-i` and `kubectl auth whoami` use them.
+//! they may do in a namespace (SelfSubjectRulesReview), who they are (SelfSubjectReview) and
+//! whom a token authenticates (TokenReview). `kubectl auth can-i` and `kubectl auth whoami`
+//! use them.
 
 use apiserver_authz::rules::Rule;
 use apiserver_authz::{Attributes, Decision, ResourceAttributes, User};
@@ -21,6 +22,8 @@ struct Spec {
     user: String,
     groups: Vec<String>,
     namespace: String,
+    token: String,
+    audiences: Vec<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -69,6 +72,30 @@ pub async fn handle(resource: &Resource, call: &Call<'_>) -> Result<Response<Bod
     let status = match resource.plural.as_str() {
         "selfsubjectreviews" => json!({"userInfo": {
             "username": call.user.name, "groups": call.user.groups}}),
+        "tokenreviews" => {
+            if spec.token.is_empty() {
+                return Err(ApiError::invalid(
+                    subject,
+                    &[FieldError::required("spec.token", "")],
+                ));
+            }
+            let authenticator = call.access.authenticator();
+            match authenticator
+                .authenticate(&spec.token, &spec.audiences)
+                .await
+            {
+                Ok(user) => {
+                    let audiences = if spec.audiences.is_empty() {
+                        authenticator.issuer().audiences().to_vec()
+                    } else {
+                        spec.audiences.clone()
+                    };
+                    json!({"authenticated": true, "audiences": audiences,
+                           "user": {"username": user.name, "groups": user.groups}})
+                }
+                Err(why) => json!({"authenticated": false, "error": why}),
+            }
+        }
         "selfsubjectrulesreviews" => {
             if spec.namespace.is_empty() {
                 return Err(ApiError::invalid(

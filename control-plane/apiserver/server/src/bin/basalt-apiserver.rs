@@ -9,6 +9,7 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use apiserver::ApiServer;
 use apiserver::auth::Access;
+use apiserver_authn::TokenIssuer;
 use apiserver_registry::store::WriteOptions;
 use apiserver_registry::{Registry, builtin};
 use apiserver_storage::LocalBackend;
@@ -42,6 +43,16 @@ struct Args {
     /// an administrator's kubeconfig, `admin.kubeconfig`.
     #[arg(long, conflicts_with = "tls_cert_file")]
     pki_dir: Option<PathBuf>,
+    /// The PKCS#8 P-256 private key (PEM) that signs service-account tokens; every server of
+    /// a cluster needs the same one. Created in `--pki-dir` when that is used.
+    #[arg(long, required_unless_present = "pki_dir")]
+    service_account_signing_key_file: Option<PathBuf>,
+    /// The issuer (`iss`) of service-account tokens.
+    #[arg(long, default_value = apiserver_authn::serviceaccount::DEFAULT_ISSUER)]
+    service_account_issuer: String,
+    /// The audiences tokens must name to authenticate to the API (the issuer when empty).
+    #[arg(long, value_delimiter = ',')]
+    api_audiences: Vec<String>,
     /// The store member's peer address (loopback for a single server).
     #[arg(long, default_value = "127.0.0.1:2380")]
     store_peer_address: SocketAddr,
@@ -63,7 +74,16 @@ async fn main() -> Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let addr = SocketAddr::new(args.bind_address, args.secure_port);
-    let tls = serving_tls(&args, addr)?;
+    let (tls, pki_signing_key) = serving_tls(&args, addr)?;
+    let signing_key = args
+        .service_account_signing_key_file
+        .clone()
+        .or(pki_signing_key)
+        .context("--service-account-signing-key-file is required")?;
+    let key_pem = std::fs::read_to_string(&signing_key)
+        .with_context(|| format!("reading {}", signing_key.display()))?;
+    let issuer = TokenIssuer::from_pem(&key_pem, &args.service_account_issuer, &args.api_audiences)
+        .with_context(|| format!("loading {}", signing_key.display()))?;
     let peer_url = format!("http://{}", args.store_peer_address);
     let store = StoreNode::start(NodeConfig::new(
         "apiserver",
@@ -76,7 +96,7 @@ async fn main() -> Result<()> {
     let catalog = Arc::new(builtin::catalog());
     let registry = Registry::new(Arc::new(LocalBackend::new(store.clone())), catalog);
     create_system_namespaces(&registry).await?;
-    let access = Access::start(&registry).await?;
+    let access = Access::start(&registry, Arc::new(issuer)).await?;
 
     let listener = tokio::net::TcpListener::bind(addr)
         .await
@@ -97,15 +117,16 @@ async fn main() -> Result<()> {
     Ok(())
 }
 
-/// The TLS configuration from the given files, or from a PKI created in `--pki-dir`.
-fn serving_tls(args: &Args, addr: SocketAddr) -> Result<rustls::ServerConfig> {
-    let (cert, key, client_ca) = match (
+/// The TLS configuration from the given files, or from a PKI created in `--pki-dir` (with the
+/// service-account signing key it holds).
+fn serving_tls(args: &Args, addr: SocketAddr) -> Result<(rustls::ServerConfig, Option<PathBuf>)> {
+    let (cert, key, client_ca, signing_key) = match (
         &args.tls_cert_file,
         &args.tls_private_key_file,
         &args.client_ca_file,
         &args.pki_dir,
     ) {
-        (Some(cert), Some(key), Some(ca), _) => (cert.clone(), key.clone(), ca.clone()),
+        (Some(cert), Some(key), Some(ca), _) => (cert.clone(), key.clone(), ca.clone(), None),
         (None, _, _, Some(dir)) => {
             let loopback = std::net::IpAddr::from([127, 0, 0, 1]);
             let pki = apiserver::pki::ensure(
@@ -115,13 +136,14 @@ fn serving_tls(args: &Args, addr: SocketAddr) -> Result<rustls::ServerConfig> {
             )
             .context("creating the cluster PKI")?;
             tracing::info!(kubeconfig = %pki.admin_kubeconfig.display(), "administrator kubeconfig");
-            (pki.cert, pki.key, pki.ca)
+            (pki.cert, pki.key, pki.ca, Some(pki.service_account_key))
         }
         _ => anyhow::bail!(
             "give --tls-cert-file, --tls-private-key-file and --client-ca-file, or --pki-dir"
         ),
     };
-    apiserver::tls::server_config(&cert, &key, &client_ca).context("serving TLS")
+    let tls = apiserver::tls::server_config(&cert, &key, &client_ca).context("serving TLS")?;
+    Ok((tls, signing_key))
 }
 
 async fn create_system_namespaces(registry: &Registry) -> Result<()> {
