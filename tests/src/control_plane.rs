@@ -53,6 +53,8 @@ pub const KUBELET: TestUser = TestUser {
 pub struct ControlPlane {
     dir: PathBuf,
     child: Child,
+    /// The flags every start of the server gets.
+    base_args: Vec<std::ffi::OsString>,
     /// The HTTPS address.
     pub address: String,
 }
@@ -66,6 +68,11 @@ fn write(dir: &Path, name: &str, pem: String) -> PathBuf {
 impl ControlPlane {
     /// Starts an API server with a fresh store and waits until it serves.
     pub fn start() -> ControlPlane {
+        ControlPlane::start_with(&[])
+    }
+
+    /// Like [`ControlPlane::start`], with more flags for the server.
+    pub fn start_with(extra_args: &[&str]) -> ControlPlane {
         let dir = tempfile::Builder::new()
             .prefix("basalt-apiserver-")
             .tempdir()
@@ -151,8 +158,8 @@ impl ControlPlane {
                 .expect("service-account key")
                 .serialize_pem(),
         );
-        let log = std::fs::File::create(dir.join("apiserver.log")).expect("log file");
-        let child = Command::new(binary("basalt-apiserver"))
+        let mut command = Command::new(binary("basalt-apiserver"));
+        command
             .arg("--data-dir")
             .arg(dir.join("data"))
             .args(["--bind-address", &ip.to_string(), "--secure-port", "6443"])
@@ -165,21 +172,43 @@ impl ControlPlane {
             .arg("--service-account-signing-key-file")
             .arg(&signing_key)
             .args(["--store-peer-address", &format!("{ip}:2380")])
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("starting basalt-apiserver");
-        let plane = ControlPlane {
+            .stdout(Stdio::null());
+        let base_args = command.get_args().map(|a| a.to_os_string()).collect();
+        command.args(extra_args);
+        let child = spawn(&mut command, &dir);
+        let mut plane = ControlPlane {
             dir,
             child,
+            base_args,
             address,
         };
         plane.wait_ready();
         plane
     }
 
-    fn wait_ready(&self) {
-        let deadline = Instant::now() + Duration::from_secs(30);
+    /// Stops the server and starts it again on the same store, with `extra_args` replacing
+    /// the flags it was given at start; returns whether it became ready.
+    pub fn restart_with(&mut self, extra_args: &[&str]) -> bool {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let mut command = Command::new(binary("basalt-apiserver"));
+        command
+            .args(&self.base_args)
+            .args(extra_args)
+            .stdout(Stdio::null());
+        self.child = spawn(&mut command, &self.dir);
+        self.ready_within(Duration::from_secs(30))
+    }
+
+    fn wait_ready(&mut self) {
+        if !self.ready_within(Duration::from_secs(30)) {
+            panic!("the API server did not become ready; log:\n{}", self.log());
+        }
+    }
+
+    /// Whether the server serves within `timeout` (false at once if it exited).
+    fn ready_within(&mut self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
         while Instant::now() < deadline {
             // The system namespaces exist once the server has finished starting.
             if self
@@ -187,11 +216,14 @@ impl ControlPlane {
                 .status
                 .success()
             {
-                return;
+                return true;
+            }
+            if matches!(self.child.try_wait(), Ok(Some(_))) {
+                return false;
             }
             std::thread::sleep(Duration::from_millis(100));
         }
-        panic!("the API server did not become ready; log:\n{}", self.log());
+        false
     }
 
     /// The kubeconfig file: a context per [`TestUser`] (`admin`, `bob`, `alice`, `kubelet`)
@@ -208,6 +240,11 @@ impl ControlPlane {
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))
             .expect("chmod script");
         path
+    }
+
+    /// Where the server's store keeps its files.
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.join("data")
     }
 
     /// The server's log so far.
@@ -272,6 +309,19 @@ impl ControlPlane {
         );
         String::from_utf8_lossy(&output.stdout).into_owned()
     }
+}
+
+/// Starts the server, appending its log to `apiserver.log` in `dir`.
+fn spawn(command: &mut Command, dir: &Path) -> Child {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("apiserver.log"))
+        .expect("log file");
+    command
+        .stderr(log)
+        .spawn()
+        .expect("starting basalt-apiserver")
 }
 
 fn tail(text: &str, lines: usize) -> String {

@@ -550,3 +550,153 @@ fn lists_page_and_watches_send_the_current_state_then_a_bookmark() {
         "true"
     );
 }
+
+#[test]
+fn services_get_addresses_and_node_ports_from_their_ranges() {
+    let plane = ControlPlane::start();
+    let jsonpath =
+        |what: &str, path: &str| plane.ok(&["get", what, "-o", &format!("jsonpath={path}")]);
+    assert_eq!(
+        jsonpath("service/kubernetes", "{.spec.clusterIP}"),
+        "10.96.0.1"
+    );
+    assert_eq!(
+        jsonpath(
+            "service/kubernetes",
+            "{.spec.ports[0].port}/{.spec.ports[0].targetPort}"
+        ),
+        "443/6443"
+    );
+    let server_ip = plane
+        .address
+        .split(':')
+        .next()
+        .unwrap_or_default()
+        .to_owned();
+    assert_eq!(
+        jsonpath("endpoints/kubernetes", "{.subsets[0].addresses[0].ip}"),
+        server_ip
+    );
+    assert_eq!(
+        jsonpath("endpointslice/kubernetes", "{.endpoints[0].addresses[0]}"),
+        server_ip
+    );
+
+    plane.ok(&["create", "service", "clusterip", "web", "--tcp=80:8080"]);
+    plane.ok(&["create", "service", "clusterip", "api", "--tcp=80:8080"]);
+    let web_ip = jsonpath("service/web", "{.spec.clusterIP}");
+    let api_ip = jsonpath("service/api", "{.spec.clusterIP}");
+    assert!(web_ip.starts_with("10.") && web_ip != api_ip && web_ip != "10.96.0.1");
+    let taken = plane.kubectl_stdin(
+        &["create", "-f", "-"],
+        &format!("apiVersion: v1\nkind: Service\nmetadata: {{name: copy}}\nspec: {{clusterIP: {web_ip}, ports: [{{port: 80}}]}}\n"),
+    );
+    assert!(
+        String::from_utf8_lossy(&taken.stderr).contains("provided IP is already allocated"),
+        "{}",
+        String::from_utf8_lossy(&taken.stderr)
+    );
+    let outside = plane.kubectl_stdin(
+        &["create", "-f", "-"],
+        "apiVersion: v1\nkind: Service\nmetadata: {name: outside}\nspec: {clusterIP: 192.168.0.1, ports: [{port: 80}]}\n",
+    );
+    assert!(
+        String::from_utf8_lossy(&outside.stderr).contains("not in the valid range"),
+        "{}",
+        String::from_utf8_lossy(&outside.stderr)
+    );
+
+    plane.ok(&[
+        "create",
+        "service",
+        "nodeport",
+        "np",
+        "--tcp=80:8080",
+        "--node-port=30080",
+    ]);
+    assert_eq!(jsonpath("service/np", "{.spec.ports[0].nodePort}"), "30080");
+    let clash = plane.kubectl(&[
+        "create",
+        "service",
+        "nodeport",
+        "np2",
+        "--tcp=80:8080",
+        "--node-port=30080",
+    ]);
+    assert!(
+        String::from_utf8_lossy(&clash.stderr).contains("provided port is already allocated"),
+        "{}",
+        String::from_utf8_lossy(&clash.stderr)
+    );
+    // Back to ClusterIP gives the port back.
+    plane.ok(&[
+        "patch",
+        "service",
+        "np",
+        "-p",
+        r#"{"spec":{"type":"ClusterIP","ports":[{"port":80,"nodePort":null}]}}"#,
+    ]);
+    plane.ok(&[
+        "create",
+        "service",
+        "nodeport",
+        "np2",
+        "--tcp=80:8080",
+        "--node-port=30080",
+    ]);
+
+    // A deleted Service's address can be asked for again; a kept one cannot change.
+    plane.ok(&["delete", "service", "web"]);
+    let reuse = plane.kubectl_stdin(
+        &["create", "-f", "-"],
+        &format!("apiVersion: v1\nkind: Service\nmetadata: {{name: web2}}\nspec: {{clusterIP: {web_ip}, ports: [{{port: 80}}]}}\n"),
+    );
+    assert!(
+        reuse.status.success(),
+        "{}",
+        String::from_utf8_lossy(&reuse.stderr)
+    );
+    let moved = plane.kubectl(&[
+        "patch",
+        "service",
+        "api",
+        "-p",
+        r#"{"spec":{"clusterIP":"10.96.0.77","clusterIPs":["10.96.0.77"]}}"#,
+    ]);
+    assert!(
+        String::from_utf8_lossy(&moved.stderr).contains("field is immutable"),
+        "{}",
+        String::from_utf8_lossy(&moved.stderr)
+    );
+    // Re-applying a manifest without an address keeps the one assigned.
+    let manifest = "apiVersion: v1\nkind: Service\nmetadata: {name: applied}\nspec: {type: NodePort, ports: [{port: 80}]}\n";
+    assert!(
+        plane
+            .kubectl_stdin(&["apply", "-f", "-"], manifest)
+            .status
+            .success()
+    );
+    let first = jsonpath(
+        "service/applied",
+        "{.spec.clusterIP} {.spec.ports[0].nodePort}",
+    );
+    let again = plane.kubectl_stdin(&["replace", "-f", "-"], manifest);
+    assert!(
+        again.status.success(),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+    assert_eq!(
+        jsonpath(
+            "service/applied",
+            "{.spec.clusterIP} {.spec.ports[0].nodePort}"
+        ),
+        first
+    );
+    let headless = plane.kubectl_stdin(
+        &["create", "-f", "-"],
+        "apiVersion: v1\nkind: Service\nmetadata: {name: headless}\nspec: {clusterIP: None, ports: [{port: 80}]}\n",
+    );
+    assert!(headless.status.success());
+    assert_eq!(jsonpath("service/headless", "{.spec.clusterIP}"), "None");
+}

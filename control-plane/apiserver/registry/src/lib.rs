@@ -6,6 +6,7 @@
 //! fields a write may touch). **Does not know** HTTP, authentication or content negotiation;
 //! the server crate owns those.
 
+pub mod allocation;
 pub mod builtin;
 pub mod catalog;
 pub mod error;

@@ -10,6 +10,7 @@ use bytes::Bytes;
 use rand::Rng;
 use serde_json::{Value, json};
 
+use crate::allocation::ServiceAllocator;
 use crate::catalog::{Catalog, Resource};
 use crate::continuation;
 use crate::error::{ApiError, FieldError, Subject};
@@ -99,6 +100,7 @@ pub type Mutation<'a> = dyn Fn(Object) -> Result<Object, ApiError> + Send + Sync
 pub struct Registry {
     backend: Arc<dyn Backend>,
     catalog: Arc<Catalog>,
+    services: Option<Arc<ServiceAllocator>>,
 }
 
 const GENERATE_NAME_CHARS: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
@@ -120,7 +122,29 @@ fn subject<'a>(resource: &'a Resource, name: &'a str) -> Subject<'a> {
 impl Registry {
     /// Serves the resources of `catalog` from `backend`.
     pub fn new(backend: Arc<dyn Backend>, catalog: Arc<Catalog>) -> Registry {
-        Registry { backend, catalog }
+        Registry {
+            backend,
+            catalog,
+            services: None,
+        }
+    }
+
+    /// This registry, with Services given cluster IPs and node ports by `allocator`.
+    pub fn with_service_allocator(mut self, allocator: Arc<ServiceAllocator>) -> Registry {
+        self.services = Some(allocator);
+        self
+    }
+
+    /// The Service allocator, if one is configured.
+    pub fn service_allocator(&self) -> Option<Arc<ServiceAllocator>> {
+        self.services.clone()
+    }
+
+    /// The Service allocator for `resource`, if it is Services and one is configured.
+    fn allocator_for(&self, resource: &Resource) -> Option<&ServiceAllocator> {
+        self.services
+            .as_deref()
+            .filter(|_| resource.group.is_empty() && resource.plural == "services")
     }
 
     /// The catalog served.
@@ -320,13 +344,29 @@ impl Registry {
         self.validate(resource, &object, None)?;
         let namespace = object::namespace(&object).to_owned();
         self.check_namespace(resource, &namespace).await?;
+        let reserved = match self.allocator_for(resource) {
+            Some(allocator) => {
+                allocator
+                    .assign(self.backend.as_ref(), &mut object, None, options.dry_run)
+                    .await?
+            }
+            None => Vec::new(),
+        };
         if options.dry_run {
             return Ok(object);
         }
         let name = object::name(&object).to_owned();
         let key = resource.key(Some(&namespace), &name);
-        let bytes = Self::encode(&mut object)?;
-        match self.backend.create(&key, bytes).await {
+        let written = match Self::encode(&mut object) {
+            Ok(bytes) => self.backend.create(&key, bytes).await,
+            Err(e) => Err(StorageError::Internal(e.message)),
+        };
+        if written.is_err()
+            && let Some(allocator) = self.allocator_for(resource)
+        {
+            allocator.release(self.backend.as_ref(), &reserved).await;
+        }
+        match written {
             Ok(revision) => {
                 set_resource_version(&mut object, revision);
                 Ok(object)
@@ -556,6 +596,17 @@ impl Registry {
                 wanted = self.decode_body(resource, wanted, options.strict)?.0;
             }
             let mut new = self.prepare_update(resource, wanted, &old, subresource)?;
+            let allocator = self
+                .allocator_for(resource)
+                .filter(|_| subresource.is_none());
+            let reserved = match allocator {
+                Some(allocator) => {
+                    allocator
+                        .assign(self.backend.as_ref(), &mut new, Some(&old), options.dry_run)
+                        .await?
+                }
+                None => Vec::new(),
+            };
             if same_content(&new, &old) {
                 return Ok(old);
             }
@@ -563,15 +614,27 @@ impl Registry {
                 return Ok(new);
             }
             // The last finalizer gone from an object being deleted: the write is its delete.
-            let write = if is_deleting(&new) && !blocks_deletion(resource, &new) {
+            let deleted = is_deleting(&new) && !blocks_deletion(resource, &new);
+            let write = if deleted {
                 Swap::Delete
             } else {
                 Swap::Put(Self::encode(&mut new)?)
             };
-            let Some(revision) = self
+            let swapped = self
                 .swap(resource, name, &key, kv.mod_revision, write)
-                .await?
-            else {
+                .await;
+            if let Some(allocator) = allocator {
+                match &swapped {
+                    Ok(Some(_)) => {
+                        let kept = (!deleted).then_some(&new);
+                        allocator
+                            .release_unused(self.backend.as_ref(), &old, kept)
+                            .await;
+                    }
+                    _ => allocator.release(self.backend.as_ref(), &reserved).await,
+                }
+            }
+            let Some(revision) = swapped? else {
                 continue;
             };
             set_resource_version(&mut new, revision);
@@ -789,6 +852,11 @@ impl Registry {
             else {
                 continue;
             };
+            if !pending && let Some(allocator) = self.allocator_for(resource) {
+                allocator
+                    .release_unused(self.backend.as_ref(), &old, None)
+                    .await;
+            }
             return Ok(if pending {
                 set_resource_version(&mut new, revision);
                 Deleted::Pending(new)

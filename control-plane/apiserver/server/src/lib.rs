@@ -15,6 +15,7 @@ pub mod pki;
 pub mod request;
 pub mod response;
 pub mod review;
+pub mod system;
 pub mod table;
 pub mod tls;
 pub mod token;

@@ -4,9 +4,11 @@
 //! [`Backend`] is the small interface the registry needs — get, list a prefix (paged, at a
 //! revision), create, compare-and-swap update and delete, and watch a prefix from a revision —
 //! the same operations kube-apiserver's etcd3 storage makes. [`LocalBackend`] serves it from the
-//! in-process store member (the fast path on server nodes). **Does not know** Kubernetes objects,
+//! in-process store member (the fast path on server nodes); [`encryption::Encrypted`] wraps any
+//! backend to keep chosen resources encrypted at rest. **Does not know** Kubernetes objects,
 //! encodings or resource versions as strings; the registry owns those.
 
+pub mod encryption;
 mod error;
 mod local;
 

@@ -1,5 +1,6 @@
-//! Services: port and type checks and defaults. Cluster IPs and node ports are assigned by the
-//! allocators in `store`'s create path, not here.
+//! Services: port and type checks and defaults, and an update keeping the cluster IP and node
+//! ports it does not mention. Cluster IPs and node ports are reserved by
+//! [`crate::allocation::ServiceAllocator`] when the Service is written, not here.
 
 use k8s_openapi::api::core::v1::Service;
 use serde_json::{Value, json};
@@ -39,6 +40,56 @@ fn default_spec(object: &mut Object) {
     }
 }
 
+/// An update that leaves out the cluster IP or a port's node port keeps the stored one, as
+/// clients that replace a Service from a manifest expect.
+fn keep_allocations(new: &mut Object, old: &Object) {
+    let (Some(old_spec), Some(Value::Object(spec))) = (self::spec(old), new.get_mut("spec")) else {
+        return;
+    };
+    let has_cluster_ip = |s: &Object| s.get("type").and_then(Value::as_str) != Some("ExternalName");
+    if !has_cluster_ip(spec) || !has_cluster_ip(old_spec) {
+        return;
+    }
+    if spec
+        .get("clusterIP")
+        .and_then(Value::as_str)
+        .is_none_or(str::is_empty)
+    {
+        for field in ["clusterIP", "clusterIPs", "ipFamilies", "ipFamilyPolicy"] {
+            if let Some(value) = old_spec.get(field) {
+                spec.insert(field.into(), value.clone());
+            }
+        }
+    }
+    if !crate::allocation::wants_node_ports(spec) {
+        return;
+    }
+    let old_ports = list(old_spec, "ports");
+    let Some(Value::Array(ports)) = spec.get_mut("ports") else {
+        return;
+    };
+    for port in ports.iter_mut().filter_map(Value::as_object_mut) {
+        if port
+            .get("nodePort")
+            .and_then(Value::as_i64)
+            .is_some_and(|n| n != 0)
+        {
+            continue;
+        }
+        let same = old_ports.iter().find(|o| {
+            o.get("port") == port.get("port")
+                && o.get("protocol").and_then(Value::as_str).unwrap_or("TCP")
+                    == port
+                        .get("protocol")
+                        .and_then(Value::as_str)
+                        .unwrap_or("TCP")
+        });
+        if let Some(node_port) = same.and_then(|o| o.get("nodePort")) {
+            port.insert("nodePort".into(), node_port.clone());
+        }
+    }
+}
+
 impl Strategy for ServiceStrategy {
     fn normalize(&self, object: Object) -> Result<(Object, Vec<String>), String> {
         normalize_as::<Service>(object)
@@ -53,8 +104,9 @@ impl Strategy for ServiceStrategy {
         object.insert("status".into(), json!({"loadBalancer": {}}));
     }
 
-    fn prepare_for_update(&self, new: &mut Object, _old: &Object) {
+    fn prepare_for_update(&self, new: &mut Object, old: &Object) {
         default_spec(new);
+        keep_allocations(new, old);
     }
 
     fn validate(&self, object: &Object) -> Vec<FieldError> {

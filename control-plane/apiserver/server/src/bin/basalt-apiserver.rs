@@ -7,14 +7,14 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
-use apiserver::ApiServer;
 use apiserver::auth::Access;
+use apiserver::{ApiServer, system};
 use apiserver_authn::TokenIssuer;
-use apiserver_registry::store::WriteOptions;
+use apiserver_registry::allocation::ServiceAllocator;
 use apiserver_registry::{Registry, builtin};
-use apiserver_storage::LocalBackend;
+use apiserver_storage::encryption::{Encrypted, Encryption};
+use apiserver_storage::{Backend, LocalBackend};
 use clap::Parser;
-use serde_json::json;
 use store_raft::{NodeConfig, StoreNode};
 use tracing_subscriber::EnvFilter;
 
@@ -53,6 +53,20 @@ struct Args {
     /// The audiences tokens must name to authenticate to the API (the issuer when empty).
     #[arg(long, value_delimiter = ',')]
     api_audiences: Vec<String>,
+    /// An `EncryptionConfiguration` (apiserver.config.k8s.io/v1) naming the resources to
+    /// encrypt at rest and their keys; without it nothing is encrypted.
+    #[arg(long)]
+    encryption_provider_config: Option<PathBuf>,
+    /// The range Service cluster IPs come from; its first address is the `kubernetes` Service's.
+    #[arg(long, default_value = "10.96.0.0/12")]
+    service_cluster_ip_range: ipnet::Ipv4Net,
+    /// The range of node ports, `first-last`.
+    #[arg(long, default_value = "30000-32767", value_parser = parse_port_range)]
+    service_node_port_range: std::ops::RangeInclusive<u16>,
+    /// The address other members of the cluster reach this server at (the `kubernetes`
+    /// Service's endpoint); the bind address when that is not a wildcard.
+    #[arg(long)]
+    advertise_address: Option<std::net::IpAddr>,
     /// The store member's peer address (loopback for a single server).
     #[arg(long, default_value = "127.0.0.1:2380")]
     store_peer_address: SocketAddr,
@@ -60,9 +74,6 @@ struct Args {
     #[arg(long, default_value = "info")]
     log_level: String,
 }
-
-/// The namespaces every cluster has.
-const SYSTEM_NAMESPACES: &[&str] = &["default", "kube-system", "kube-public", "kube-node-lease"];
 
 #[tokio::main]
 async fn main() -> Result<()> {
@@ -74,6 +85,16 @@ async fn main() -> Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let addr = SocketAddr::new(args.bind_address, args.secure_port);
+    let encryption = args
+        .encryption_provider_config
+        .as_ref()
+        .map(|path| {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            tracing::info!(config = %path.display(), "encrypting resources at rest");
+            Encryption::from_yaml(&text).with_context(|| format!("loading {}", path.display()))
+        })
+        .transpose()?;
     let (tls, pki_signing_key) = serving_tls(&args, addr)?;
     let signing_key = args
         .service_account_signing_key_file
@@ -94,8 +115,38 @@ async fn main() -> Result<()> {
     .await
     .context("starting the store member")?;
     let catalog = Arc::new(builtin::catalog());
-    let registry = Registry::new(Arc::new(LocalBackend::new(store.clone())), catalog);
-    create_system_namespaces(&registry).await?;
+    let mut backend: Arc<dyn Backend> = Arc::new(LocalBackend::new(store.clone()));
+    if let Some(encryption) = encryption {
+        backend = Arc::new(Encrypted::new(backend, encryption));
+    }
+    let allocator = Arc::new(ServiceAllocator::new(
+        args.service_cluster_ip_range,
+        args.service_node_port_range.clone(),
+    ));
+    let registry = Registry::new(backend, catalog).with_service_allocator(allocator.clone());
+    system::namespaces(&registry)
+        .await
+        .context("creating the system namespaces")?;
+    let advertise = args
+        .advertise_address
+        .unwrap_or(args.bind_address)
+        .to_canonical();
+    anyhow::ensure!(
+        !advertise.is_unspecified(),
+        "--advertise-address is required when --bind-address is a wildcard"
+    );
+    system::kubernetes_service(
+        &registry,
+        allocator.kubernetes_ip().into(),
+        advertise,
+        args.secure_port,
+    )
+    .await
+    .context("creating the kubernetes Service")?;
+    tokio::spawn(system::repair_service_allocations(
+        registry.clone(),
+        std::time::Duration::from_secs(180),
+    ));
     let access = Access::start(&registry, Arc::new(issuer)).await?;
 
     let listener = tokio::net::TcpListener::bind(addr)
@@ -146,21 +197,17 @@ fn serving_tls(args: &Args, addr: SocketAddr) -> Result<(rustls::ServerConfig, O
     Ok((tls, signing_key))
 }
 
-async fn create_system_namespaces(registry: &Registry) -> Result<()> {
-    let Some(namespaces) = registry.catalog().get("", "v1", "namespaces") else {
-        return Ok(());
-    };
-    for name in SYSTEM_NAMESPACES {
-        let body = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}});
-        let body = body.as_object().cloned().unwrap_or_default();
-        match registry
-            .create(&namespaces, None, body, &WriteOptions::default())
-            .await
-        {
-            Ok(_) => tracing::info!(namespace = name, "created"),
-            Err(e) if e.code == 409 => {}
-            Err(e) => return Err(anyhow::anyhow!("creating namespace {name}: {e}")),
-        }
+fn parse_port_range(text: &str) -> Result<std::ops::RangeInclusive<u16>, String> {
+    let (first, last) = text
+        .split_once('-')
+        .ok_or_else(|| format!("{text:?} is not a range like 30000-32767"))?;
+    let first: u16 = first
+        .trim()
+        .parse()
+        .map_err(|e| format!("{first:?}: {e}"))?;
+    let last: u16 = last.trim().parse().map_err(|e| format!("{last:?}: {e}"))?;
+    if first == 0 || first > last {
+        return Err(format!("{text:?} is empty or starts at 0"));
     }
-    Ok(())
+    Ok(first..=last)
 }
