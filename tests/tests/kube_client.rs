@@ -1,0 +1,199 @@
+//! The `kube` crate as a client of basalt-apiserver, as Rust controllers use it: typed `Api`s,
+//! patches, conflicts and errors, discovery, and the runtime's watcher.
+
+use std::time::Duration;
+
+use basalt_tests::control_plane::ControlPlane;
+use futures::{StreamExt, TryStreamExt};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::ConfigMap;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::runtime::watcher;
+use kube::{Api, Client, Config};
+use serde_json::json;
+
+/// A client for a context of the control plane's kubeconfig.
+async fn connect(plane: &ControlPlane, context: &str) -> anyhow::Result<Client> {
+    let kubeconfig = Kubeconfig::read_from(plane.kubeconfig())?;
+    let options = KubeConfigOptions {
+        context: Some(context.to_owned()),
+        ..KubeConfigOptions::default()
+    };
+    let config = Config::from_custom_kubeconfig(kubeconfig, &options).await?;
+    Ok(Client::try_from(config)?)
+}
+
+fn config_map(name: &str, value: &str) -> ConfigMap {
+    ConfigMap {
+        metadata: ObjectMeta {
+            name: Some(name.to_owned()),
+            labels: Some([("app".to_owned(), "kube-test".to_owned())].into()),
+            ..ObjectMeta::default()
+        },
+        data: Some([("key".to_owned(), value.to_owned())].into()),
+        ..ConfigMap::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn typed_apis_patches_and_errors() {
+    let plane = ControlPlane::start();
+    let client = connect(&plane, "admin").await.unwrap();
+    let maps: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
+
+    let created = maps
+        .create(&PostParams::default(), &config_map("one", "1"))
+        .await
+        .unwrap();
+    let uid = created.metadata.uid.clone().unwrap();
+    maps.create(&PostParams::default(), &config_map("two", "2"))
+        .await
+        .unwrap();
+    let listed = maps
+        .list(&ListParams::default().labels("app=kube-test"))
+        .await
+        .unwrap();
+    let mut names: Vec<String> = listed
+        .items
+        .iter()
+        .filter_map(|m| m.metadata.name.clone())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["one", "two"]);
+    let paged = maps.list(&ListParams::default().limit(1)).await.unwrap();
+    assert_eq!(paged.items.len(), 1);
+    assert!(paged.metadata.continue_.is_some());
+
+    // A replace with the resourceVersion it read succeeds once; the stale one then conflicts.
+    let mut current = maps.get("one").await.unwrap();
+    current.data = Some([("key".to_owned(), "changed".to_owned())].into());
+    let replaced = maps
+        .replace("one", &PostParams::default(), &current)
+        .await
+        .unwrap();
+    assert_eq!(replaced.metadata.uid.as_deref(), Some(uid.as_str()));
+    match maps.replace("one", &PostParams::default(), &current).await {
+        Err(kube::Error::Api(status)) => assert_eq!(status.code, 409, "{status:?}"),
+        other => panic!("a stale replace must conflict: {other:?}"),
+    }
+
+    let patched = maps
+        .patch(
+            "one",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"data": {"extra": "yes"}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        patched
+            .data
+            .unwrap_or_default()
+            .get("extra")
+            .map(String::as_str),
+        Some("yes")
+    );
+
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), "default");
+    let deployment: Deployment = serde_json::from_value(json!({
+        "metadata": {"name": "web"},
+        "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "web"}},
+                 "template": {"metadata": {"labels": {"app": "web"}},
+                              "spec": {"containers": [{"name": "web", "image": "nginx:1"},
+                                                      {"name": "side", "image": "busybox"}]}}}
+    }))
+    .unwrap();
+    deployments
+        .create(&PostParams::default(), &deployment)
+        .await
+        .unwrap();
+    // A strategic patch merges containers by name: one image changes, the other stays.
+    let patched = deployments
+        .patch(
+            "web",
+            &PatchParams::default(),
+            &Patch::Strategic(json!({"spec": {"template": {"spec": {"containers": [
+                {"name": "web", "image": "nginx:2"}]}}}})),
+        )
+        .await
+        .unwrap();
+    let containers = patched.spec.unwrap().template.spec.unwrap().containers;
+    let images: Vec<(String, Option<String>)> =
+        containers.into_iter().map(|c| (c.name, c.image)).collect();
+    assert_eq!(
+        images,
+        [
+            ("web".to_owned(), Some("nginx:2".to_owned())),
+            ("side".to_owned(), Some("busybox".to_owned()))
+        ]
+    );
+    let scale = deployments.get_scale("web").await.unwrap();
+    assert_eq!(scale.spec.and_then(|s| s.replicas), Some(1));
+
+    match maps.get("missing").await {
+        Err(kube::Error::Api(status)) => {
+            assert_eq!(status.code, 404);
+            assert_eq!(status.reason, "NotFound");
+        }
+        other => panic!("expected 404: {other:?}"),
+    }
+    let bob: Api<ConfigMap> = Api::namespaced(connect(&plane, "bob").await.unwrap(), "default");
+    match bob.list(&ListParams::default()).await {
+        Err(kube::Error::Api(status)) => assert_eq!(status.code, 403, "{status:?}"),
+        other => panic!("expected 403: {other:?}"),
+    }
+
+    maps.delete("one", &DeleteParams::default()).await.unwrap();
+    assert!(maps.get_opt("one").await.unwrap().is_none());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn discovery_and_the_watcher_see_the_cluster() {
+    let plane = ControlPlane::start();
+    let client = connect(&plane, "admin").await.unwrap();
+    let discovery = kube::Discovery::new(client.clone()).run().await.unwrap();
+    let groups: Vec<String> = discovery.groups().map(|g| g.name().to_owned()).collect();
+    for group in ["", "apps", "batch", "rbac.authorization.k8s.io"] {
+        assert!(groups.iter().any(|g| g == group), "{group:?} in {groups:?}");
+    }
+
+    let maps: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
+    maps.create(&PostParams::default(), &config_map("before", "0"))
+        .await
+        .unwrap();
+    for config in [
+        watcher::Config::default(),
+        watcher::Config::default().streaming_lists(),
+    ] {
+        let mut events = watcher(maps.clone(), config.labels("app=kube-test")).boxed();
+        // The initial list arrives first, then live changes.
+        let mut initial = Vec::new();
+        loop {
+            match tokio::time::timeout(Duration::from_secs(10), events.try_next()).await {
+                Ok(Ok(Some(watcher::Event::InitApply(map)))) => initial.push(map.metadata.name),
+                Ok(Ok(Some(watcher::Event::InitDone))) => break,
+                Ok(Ok(Some(watcher::Event::Init))) => {}
+                other => panic!("while listing: {other:?}"),
+            }
+        }
+        assert!(initial.contains(&Some("before".to_owned())), "{initial:?}");
+        let name = format!("live-{}", initial.len());
+        maps.create(&PostParams::default(), &config_map(&name, "1"))
+            .await
+            .unwrap();
+        let seen = tokio::time::timeout(Duration::from_secs(10), async {
+            while let Some(event) = events.next().await {
+                if let Ok(watcher::Event::Apply(map)) = event
+                    && map.metadata.name.as_deref() == Some(name.as_str())
+                {
+                    return true;
+                }
+            }
+            false
+        })
+        .await;
+        assert_eq!(seen, Ok(true), "the watcher saw {name} created");
+    }
+}
