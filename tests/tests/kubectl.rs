@@ -477,6 +477,25 @@ fn anonymous_and_forbidden_requests() {
         "health is open to anyone"
     );
 
+    // Metrics are for administrators and monitoring, under kube-apiserver's names.
+    let metrics = plane.ok(&["get", "--raw", "/metrics"]);
+    assert!(
+        metrics.contains("apiserver_request_total{verb=\"GET\"")
+            && metrics.contains("apiserver_request_duration_seconds_bucket")
+            && metrics.contains("process_resident_memory_bytes"),
+        "{metrics}"
+    );
+    let hidden = plane
+        .kubectl_command("bob")
+        .args(["get", "--raw", "/metrics"])
+        .output()
+        .expect("kubectl");
+    assert!(
+        String::from_utf8_lossy(&hidden.stderr).contains("Forbidden"),
+        "{}",
+        String::from_utf8_lossy(&hidden.stderr)
+    );
+
     let bob = plane
         .kubectl_command("bob")
         .args(["get", "pods", "-n", "default"])

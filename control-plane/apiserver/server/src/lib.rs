@@ -10,6 +10,7 @@ pub mod admission;
 pub mod auth;
 pub mod discovery;
 pub mod handler;
+pub mod metrics;
 pub mod patch;
 pub mod pki;
 pub mod request;
@@ -36,6 +37,7 @@ use tokio_rustls::TlsAcceptor;
 use apiserver_authz::Decision;
 
 use crate::auth::{Access, User};
+use crate::metrics::RequestLabels;
 use crate::response::{Body, Representation};
 
 /// How long a client has to complete the TLS handshake.
@@ -49,6 +51,7 @@ pub struct ApiServer {
     registry: Registry,
     openapi: apiserver_openapi::OpenApi,
     access: Access,
+    metrics: metrics::Metrics,
     /// The address clients reach it at (for `/api`'s serverAddressByClientCIDRs).
     address: String,
 }
@@ -64,6 +67,7 @@ impl ApiServer {
             openapi: apiserver_openapi::OpenApi::new(registry.catalog().clone(), &version),
             registry,
             access,
+            metrics: metrics::Metrics::new(),
             address,
         }
     }
@@ -127,16 +131,23 @@ impl ApiServer {
     pub async fn handle(&self, request: Request<Incoming>, user: Option<&User>) -> Response<Body> {
         let method = request.method().clone();
         let path = request.uri().path().to_owned();
-        let result = self.route(request, user).await;
+        let started = std::time::Instant::now();
+        let mut labels = RequestLabels::non_resource(method.as_str());
+        let result = self.route(request, user, &mut labels).await;
         let response = result.unwrap_or_else(|e| response::error(&e));
-        tracing::debug!(%method, %path, status = response.status().as_u16(), user = user.map(|u| u.name.as_str()), "request");
-        response
+        let code = response.status().as_u16();
+        tracing::debug!(%method, %path, status = code, user = user.map(|u| u.name.as_str()), "request");
+        let (parts, body) = response.into_parts();
+        let body = self.metrics.finish(&labels, code, started.elapsed(), body);
+        Response::from_parts(parts, body)
     }
 
+    /// Routes a request; `labels` are set to what it is counted under once it is known.
     async fn route(
         &self,
         request: Request<Incoming>,
         user: Option<&User>,
+        labels: &mut RequestLabels,
     ) -> Result<Response<Body>, ApiError> {
         let path = request.uri().path().to_owned();
         match path.as_str() {
@@ -191,6 +202,12 @@ impl ApiServer {
         let watch = matches!(query.get("watch").map(String::as_str), Some("true" | "1"));
         let field_selector = query.get("fieldSelector").map_or("", String::as_str);
         let info = request::parse(request.method(), &path, watch, field_selector);
+        let apply = request
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .is_some_and(|t| t.as_bytes().starts_with(b"application/apply-patch"));
+        *labels = RequestLabels::of(&info, apply);
+        let _in_flight = self.metrics.start(labels);
         match self.access.decide(user, &info.attributes(&path)).await {
             Decision::Allow(why) => tracing::trace!(user = %user.name, "allowed: {why}"),
             denied => {
@@ -199,6 +216,13 @@ impl ApiServer {
                     user, &info, &path,
                 )));
             }
+        }
+        if path == "/metrics" {
+            return Ok(response::typed(
+                StatusCode::OK,
+                self.metrics.render(),
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            ));
         }
         if let Some(rest) = path.strip_prefix("/openapi/") {
             return self.openapi(rest, accept);

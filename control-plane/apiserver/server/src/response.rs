@@ -54,6 +54,16 @@ pub fn text(status: StatusCode, body: &'static str) -> Response<Body> {
     response
 }
 
+/// A response of `body` with the given content type.
+pub fn typed(status: StatusCode, body: String, content_type: &'static str) -> Response<Body> {
+    let mut response = Response::new(Full::new(Bytes::from(body)).boxed_unsync());
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response
+}
+
 /// The error as a `kind: Status` response.
 pub fn error(error: &ApiError) -> Response<Body> {
     let status = StatusCode::from_u16(error.code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
