@@ -719,3 +719,57 @@ fn services_get_addresses_and_node_ports_from_their_ranges() {
     assert!(headless.status.success());
     assert_eq!(jsonpath("service/headless", "{.spec.clusterIP}"), "None");
 }
+
+#[test]
+fn limit_ranges_default_and_bound_new_pods() {
+    let plane = ControlPlane::start();
+    let created = plane.kubectl_stdin(
+        &["apply", "-f", "-"],
+        "apiVersion: v1\nkind: LimitRange\nmetadata: {name: limits}\nspec:\n  limits:\n  - type: Container\n    default: {cpu: 500m, memory: 256Mi}\n    defaultRequest: {cpu: 250m}\n    max: {cpu: '1'}\n",
+    );
+    assert!(
+        created.status.success(),
+        "{}",
+        String::from_utf8_lossy(&created.stderr)
+    );
+    let range = plane.ok(&[
+        "get",
+        "limitrange",
+        "limits",
+        "-o",
+        "jsonpath={.spec.limits[0].defaultRequest}",
+    ]);
+    assert!(
+        range.contains("\"memory\":\"256Mi\""),
+        "defaultRequest falls back to default: {range}"
+    );
+
+    plane.ok(&["run", "small", "--image=nginx"]);
+    let resources = plane.ok(&[
+        "get",
+        "pod",
+        "small",
+        "-o",
+        "jsonpath={.spec.containers[0].resources}",
+    ]);
+    let resources: serde_json::Value = serde_json::from_str(&resources).unwrap_or_default();
+    assert_eq!(
+        resources,
+        serde_json::json!({"limits": {"cpu": "500m", "memory": "256Mi"},
+                           "requests": {"cpu": "250m", "memory": "256Mi"}})
+    );
+    let big = plane.kubectl(&["run", "big", "--image=nginx", "--overrides",
+        r#"{"spec":{"containers":[{"name":"big","image":"nginx","resources":{"limits":{"cpu":"2"}}}]}}"#]);
+    let stderr = String::from_utf8_lossy(&big.stderr);
+    assert!(
+        stderr.contains(
+            "pods \"big\" is forbidden: [maximum cpu usage per Container is 1, but limit is 2]"
+        ),
+        "{stderr}"
+    );
+    let bad_range = plane.kubectl_stdin(
+        &["apply", "-f", "-"],
+        "apiVersion: v1\nkind: LimitRange\nmetadata: {name: bad}\nspec:\n  limits:\n  - type: Container\n    min: {cpu: '2'}\n    max: {cpu: '1'}\n",
+    );
+    assert!(!bad_range.status.success());
+}

@@ -9,6 +9,7 @@ use k8s_openapi::api::{
 use crate::catalog::{Catalog, Resource};
 use crate::strategy::Typed;
 use crate::types::config::{ConfigMapStrategy, SecretStrategy};
+use crate::types::limits::LimitRangeStrategy;
 use crate::types::namespace::NamespaceStrategy;
 use crate::types::pod::PodStrategy;
 use crate::types::rbac::{BindingStrategy, RoleStrategy};
@@ -170,7 +171,7 @@ fn builtins() -> Vec<Resource> {
             "LimitRange",
             "limitranges",
             true,
-            typed::<core::v1::LimitRange>(),
+            Arc::new(LimitRangeStrategy),
         )
         .short(&["limits"]),
         // apps/v1

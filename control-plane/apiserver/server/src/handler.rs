@@ -230,8 +230,11 @@ pub async fn handle(
         "list" => list(registry, &resource, &call).await,
         "watch" => watch(registry, resource.clone(), &call).await,
         "create" => {
-            let body = call.object_body()?;
+            let mut body = call.object_body()?;
             call.admission().admit(&body)?;
+            if resource.group.is_empty() && resource.plural == "pods" {
+                crate::limits::admit(registry, ns.unwrap_or(""), &mut body).await?;
+            }
             let object = registry
                 .create(&resource, ns, body, &call.write_options()?)
                 .await?;

@@ -10,6 +10,7 @@ pub mod admission;
 pub mod auth;
 pub mod discovery;
 pub mod handler;
+pub mod limits;
 pub mod metrics;
 pub mod patch;
 pub mod pki;

@@ -2,6 +2,7 @@
 //! share lives in the generic storage.
 
 pub mod config;
+pub mod limits;
 pub mod namespace;
 pub mod pod;
 pub mod rbac;

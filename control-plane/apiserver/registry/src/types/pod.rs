@@ -6,7 +6,7 @@ use serde_json::{Value, json};
 
 use super::{default, list};
 use crate::error::FieldError;
-use crate::object::Object;
+use crate::object::{Object, map_mut};
 use crate::strategy::{Strategy, normalize_as};
 use crate::validation::dns1123_label;
 
@@ -52,6 +52,18 @@ fn default_container(container: &mut Object) {
     );
     default(container, "terminationMessagePolicy", json!("File"));
     default(container, "resources", json!({}));
+    // A resource with only a limit requests what it limits.
+    let limits = container
+        .get("resources")
+        .and_then(|r| r.get("limits"))
+        .and_then(Value::as_object)
+        .cloned();
+    if let Some(limits) = limits.filter(|l| !l.is_empty()) {
+        let requests = map_mut(map_mut(container, "resources"), "requests");
+        for (resource, value) in limits {
+            requests.entry(resource).or_insert(value);
+        }
+    }
     let image = container.get("image").and_then(Value::as_str).unwrap_or("");
     let latest =
         image.ends_with(":latest") || !image.rsplit('/').next().unwrap_or("").contains([':', '@']);

@@ -1,0 +1,27 @@
+//! LimitRanger: a new pod gets its namespace's default limits and requests, and is refused
+//! if it breaks a LimitRange's bounds. The rules are the registry's
+//! ([`apiserver_registry::types::limits`]); this reads the ranges and words the refusal.
+
+use apiserver_registry::store::ListOptions;
+use apiserver_registry::types::limits::apply_to_pod;
+use apiserver_registry::{ApiError, Object, Registry};
+
+/// Applies the LimitRanges of `namespace` to a pod about to be created.
+pub async fn admit(registry: &Registry, namespace: &str, pod: &mut Object) -> Result<(), ApiError> {
+    let Some(ranges) = registry.catalog().get("", "v1", "limitranges") else {
+        return Ok(());
+    };
+    let page = registry
+        .list(&ranges, Some(namespace), &ListOptions::default())
+        .await?;
+    if page.items.is_empty() {
+        return Ok(());
+    }
+    apply_to_pod(pod, &page.items).map_err(|problems| {
+        let name = apiserver_registry::object::name(pod);
+        ApiError::forbidden(format!(
+            "pods \"{name}\" is forbidden: [{}]",
+            problems.join(", ")
+        ))
+    })
+}
