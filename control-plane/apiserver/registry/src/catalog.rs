@@ -190,32 +190,36 @@ impl Resource {
     /// Adds a subresource whose kind is in another group/version (`authentication.k8s.io/v1`
     /// TokenRequest for a service account's `token`).
     pub fn with_sub_of(
-        mut self,
+        self,
         name: &'static str,
         api_version: &'static str,
         kind: &str,
         verbs: &'static [&'static str],
     ) -> Resource {
-        self.subresources.push(Subresource {
-            name,
-            kind: kind.to_owned(),
-            api_version: Some(api_version),
-            verbs,
-        });
-        self
+        self.push_sub(name, Some(api_version), kind, verbs)
     }
 
     /// Adds another subresource.
     pub fn with_sub(
+        self,
+        name: &'static str,
+        kind: &str,
+        verbs: &'static [&'static str],
+    ) -> Resource {
+        self.push_sub(name, None, kind, verbs)
+    }
+
+    fn push_sub(
         mut self,
         name: &'static str,
+        api_version: Option<&'static str>,
         kind: &str,
         verbs: &'static [&'static str],
     ) -> Resource {
         self.subresources.push(Subresource {
             name,
             kind: kind.to_owned(),
-            api_version: None,
+            api_version,
             verbs,
         });
         self

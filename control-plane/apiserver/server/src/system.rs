@@ -30,10 +30,9 @@ async fn ensure(
     body: Object,
     replace: Option<&'static [&'static str]>,
 ) -> Result<(), ApiError> {
-    let version = "v1";
     let resource = registry
         .catalog()
-        .get(group, version, plural)
+        .get(group, "v1", plural)
         .ok_or_else(ApiError::no_route)?;
     let name = apiserver_registry::object::name(&body).to_owned();
     let write = WriteOptions::default();
