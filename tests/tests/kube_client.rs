@@ -197,3 +197,112 @@ async fn discovery_and_the_watcher_see_the_cluster() {
         assert_eq!(seen, Ok(true), "the watcher saw {name} created");
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn patch_apply_owns_fields_and_conflicts_between_managers() {
+    let plane = ControlPlane::start();
+    let client = connect(&plane, "admin").await.unwrap();
+    let maps: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
+    let config = |mode: &str| {
+        Patch::Apply(json!({"apiVersion": "v1", "kind": "ConfigMap",
+                            "metadata": {"name": "settings"}, "data": {"mode": mode}}))
+    };
+    let managers = |map: &ConfigMap| -> Vec<String> {
+        map.metadata
+            .managed_fields
+            .iter()
+            .flatten()
+            .map(|e| {
+                format!(
+                    "{}/{}",
+                    e.manager.as_deref().unwrap_or(""),
+                    e.operation.as_deref().unwrap_or("")
+                )
+            })
+            .collect()
+    };
+
+    // Apply creates the object and records its manager.
+    let created = maps
+        .patch(
+            "settings",
+            &PatchParams::apply("rust-controller"),
+            &config("fast"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        created
+            .data
+            .as_ref()
+            .and_then(|d| d.get("mode"))
+            .map(String::as_str),
+        Some("fast")
+    );
+    assert_eq!(managers(&created), ["rust-controller/Apply"]);
+
+    // A second applier wanting another value conflicts, and is told with whom and where.
+    match maps
+        .patch("settings", &PatchParams::apply("other"), &config("slow"))
+        .await
+    {
+        Err(kube::Error::Api(status)) => {
+            assert_eq!(
+                (status.code, status.reason.as_str()),
+                (409, "Conflict"),
+                "{status:?}"
+            );
+            assert!(
+                status
+                    .message
+                    .contains("conflict with \"rust-controller\": .data.mode"),
+                "{status:?}"
+            );
+        }
+        other => panic!("expected a conflict: {other:?}"),
+    }
+    // Forced, it takes the field; the first manager owned nothing else and is gone.
+    let forced = maps
+        .patch(
+            "settings",
+            &PatchParams::apply("other").force(),
+            &config("slow"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        forced
+            .data
+            .as_ref()
+            .and_then(|d| d.get("mode"))
+            .map(String::as_str),
+        Some("slow")
+    );
+    assert_eq!(managers(&forced), ["other/Apply"]);
+
+    // The body may be YAML, and an apply must name its manager.
+    let yaml = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: settings\ndata:\n  extra: yes-please\n";
+    let request = |query: &str| {
+        http::Request::patch(format!(
+            "/api/v1/namespaces/default/configmaps/settings{query}"
+        ))
+        .header("Content-Type", "application/apply-patch+yaml")
+        .body(yaml.as_bytes().to_vec())
+        .unwrap()
+    };
+    let text = client
+        .request_text(request("?fieldManager=yaml-user"))
+        .await
+        .unwrap();
+    assert!(
+        text.contains("yes-please") && text.contains("\"mode\":\"slow\""),
+        "{text}"
+    );
+    match client.request_text(request("")).await {
+        Err(kube::Error::Api(status)) => {
+            assert_eq!(status.code, 400, "{status:?}");
+            assert!(status.message.contains("fieldManager"), "{status:?}");
+        }
+        other => panic!("expected 400: {other:?}"),
+    }
+}

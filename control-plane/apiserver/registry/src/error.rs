@@ -231,6 +231,18 @@ impl ApiError {
         }
     }
 
+    /// 409: a server-side apply would change fields other managers own; one cause per field.
+    pub fn apply_conflict(message: String, causes: Vec<(String, String)>) -> ApiError {
+        let causes = causes
+            .into_iter()
+            .map(|(message, field)| json!({"type": "FieldManagerConflict", "message": message, "field": field}))
+            .collect::<Vec<_>>();
+        ApiError {
+            details: Some(json!({"causes": causes})),
+            ..ApiError::new(409, "Conflict", message)
+        }
+    }
+
     /// 409: the object changed since the client read it.
     pub fn conflict(subject: Subject<'_>, why: &str) -> ApiError {
         ApiError {

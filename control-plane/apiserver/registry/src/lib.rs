@@ -10,6 +10,8 @@ pub mod allocation;
 pub mod builtin;
 pub mod catalog;
 pub mod error;
+pub mod extensions;
+pub mod fields;
 pub mod object;
 pub mod selector;
 pub mod strategy;

@@ -72,7 +72,7 @@ impl Registry {
                 resource,
                 namespace,
                 name,
-                None,
+                Some("scale"),
                 options,
                 &|mut current: Object| {
                     let wanted = mutate(scale_of(&current))?;

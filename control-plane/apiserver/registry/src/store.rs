@@ -28,6 +28,18 @@ pub struct WriteOptions {
     pub dry_run: bool,
     /// Refuse fields the type does not have (`fieldValidation=Strict`).
     pub strict: bool,
+    /// Whom the write's changes are recorded for in managedFields (`fieldManager`, or the
+    /// client's user agent); None for the server's own writes, which are not tracked.
+    pub field_manager: Option<String>,
+}
+
+/// How a write's field ownership is recorded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Tracking {
+    /// An ordinary write: its manager (from the options) owns what it changed.
+    Update,
+    /// A server-side apply, which already set managedFields.
+    Applied,
 }
 
 /// How a list is read.
@@ -110,7 +122,7 @@ pub const FOREGROUND_FINALIZER: &str = "foregroundDeletion";
 /// Finalizer that makes the garbage collector orphan dependents.
 pub const ORPHAN_FINALIZER: &str = "orphan";
 
-fn subject<'a>(resource: &'a Resource, name: &'a str) -> Subject<'a> {
+pub(crate) fn subject<'a>(resource: &'a Resource, name: &'a str) -> Subject<'a> {
     Subject {
         group: &resource.group,
         kind: &resource.kind,
@@ -296,6 +308,18 @@ impl Registry {
         body: Object,
         options: &WriteOptions,
     ) -> Result<Object, ApiError> {
+        self.create_tracked(resource, namespace, body, options, Tracking::Update)
+            .await
+    }
+
+    pub(crate) async fn create_tracked(
+        &self,
+        resource: &Resource,
+        namespace: Option<&str>,
+        body: Object,
+        options: &WriteOptions,
+        tracking: Tracking,
+    ) -> Result<Object, ApiError> {
         let (mut object, _) = self.decode_body(resource, body, options.strict)?;
         let meta = metadata_mut(&mut object);
         if meta
@@ -328,7 +352,6 @@ impl Registry {
             "deletionTimestamp",
             "deletionGracePeriodSeconds",
             "selfLink",
-            "managedFields",
         ] {
             meta.remove(field);
         }
@@ -341,6 +364,15 @@ impl Registry {
             object.remove("status");
         }
         resource.strategy.prepare_for_create(&mut object);
+        match (tracking, &options.field_manager) {
+            (Tracking::Applied, _) => {}
+            (Tracking::Update, Some(manager)) => {
+                crate::fields::track_update(resource, None, manager, &Object::new(), &mut object)?
+            }
+            (Tracking::Update, None) => {
+                metadata_mut(&mut object).remove("managedFields");
+            }
+        }
         self.validate(resource, &object, None)?;
         let namespace = object::namespace(&object).to_owned();
         self.check_namespace(resource, &namespace).await?;
@@ -547,6 +579,7 @@ impl Registry {
             options,
             &check_and_replace,
             false,
+            Tracking::Update,
         )
         .await
     }
@@ -570,14 +603,15 @@ impl Registry {
             options,
             mutate,
             true,
+            Tracking::Update,
         )
         .await
     }
 
-    /// [`Registry::update_with`]; `decode` is false when `mutate` returns an object already
-    /// decoded against the type (a PUT body).
+    /// [`Registry::update_with`], recording field ownership as `tracking` says; `decode` is
+    /// false when `mutate` returns an object already decoded against the type (a PUT body).
     #[allow(clippy::too_many_arguments)]
-    async fn read_modify_write(
+    pub(crate) async fn read_modify_write(
         &self,
         resource: &Resource,
         namespace: Option<&str>,
@@ -586,6 +620,7 @@ impl Registry {
         options: &WriteOptions,
         mutate: &Mutation<'_>,
         decode: bool,
+        tracking: Tracking,
     ) -> Result<Object, ApiError> {
         let key = resource.key(namespace, name);
         loop {
@@ -596,6 +631,13 @@ impl Registry {
                 wanted = self.decode_body(resource, wanted, options.strict)?.0;
             }
             let mut new = self.prepare_update(resource, wanted, &old, subresource)?;
+            match (tracking, &options.field_manager) {
+                (Tracking::Applied, _) => {}
+                (Tracking::Update, Some(manager)) => {
+                    crate::fields::track_update(resource, subresource, manager, &old, &mut new)?
+                }
+                (Tracking::Update, None) => keep_managed_fields(&old, &mut new),
+            }
             let allocator = self
                 .allocator_for(resource)
                 .filter(|_| subresource.is_none());
@@ -695,6 +737,7 @@ impl Registry {
                     Some(status) => merged.insert("status".into(), status),
                     None => merged.remove("status"),
                 };
+                keep_managed_fields(&new, &mut merged);
                 merged
             }
             Some("finalize") => {
@@ -707,13 +750,8 @@ impl Registry {
                 };
                 merged
             }
-            Some(other) => {
-                return Err(ApiError::method_not_allowed(format!(
-                    "update is not supported on {}/{other}",
-                    resource.plural
-                )));
-            }
-            None => {
+            // A scale write is a write of the resource's replicas.
+            None | Some("scale") => {
                 if resource.has_status() {
                     match old.get("status") {
                         Some(status) => new.insert("status".into(), status.clone()),
@@ -721,6 +759,12 @@ impl Registry {
                     };
                 }
                 new
+            }
+            Some(other) => {
+                return Err(ApiError::method_not_allowed(format!(
+                    "update is not supported on {}/{other}",
+                    resource.plural
+                )));
             }
         };
         let old_meta = metadata(old).cloned().unwrap_or_default();
@@ -753,7 +797,7 @@ impl Registry {
                 ));
             }
         }
-        if subresource.is_none() {
+        if matches!(subresource, None | Some("scale")) {
             resource.strategy.prepare_for_update(&mut new, old);
         }
         if resource.has_status() {
@@ -1017,6 +1061,17 @@ pub fn parse_resource_version(version: &str) -> Result<Option<i64>, ApiError> {
                 "Invalid value: \"{version}\": must be a non-negative integer resourceVersion"
             ))
         })
+}
+
+/// Gives `new` the managedFields of `from` when it has none of its own.
+fn keep_managed_fields(from: &Object, new: &mut Object) {
+    let Some(fields) = metadata(from).and_then(|m| m.get("managedFields")) else {
+        return;
+    };
+    let meta = metadata_mut(new);
+    if !meta.contains_key("managedFields") {
+        meta.insert("managedFields".into(), fields.clone());
+    }
 }
 
 /// Equal apart from the resourceVersion.

@@ -220,10 +220,9 @@ impl Types {
                 .and_then(Value::as_str)
                 .map(|r| definition_name(r).to_owned())
         });
-        let types = Arc::new(Types {
-            root,
-            definitions: generator.take_definitions(false),
-        });
+        let mut definitions = generator.take_definitions(false);
+        crate::extensions::annotate(&mut definitions);
+        let types = Arc::new(Types { root, definitions });
         TYPES.lock().insert(key, types.clone());
         types
     }
@@ -250,6 +249,11 @@ impl Types {
 
     fn root_schema(&self) -> Option<&Value> {
         self.root.as_ref().and_then(|r| self.definitions.get(r))
+    }
+
+    /// The schema server-side apply merges by.
+    pub fn schema(&self) -> apiserver_fieldmanager::Schema<'_> {
+        apiserver_fieldmanager::Schema::new(Some(&self.definitions), self.root_schema())
     }
 }
 

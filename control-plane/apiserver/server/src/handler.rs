@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use apiserver_registry::fields::ApplyOptions;
 use apiserver_registry::selector::{FieldSelector, LabelSelector};
 use apiserver_registry::store::{DeleteOptions, Deleted, ListOptions, WriteOptions};
 use apiserver_registry::watch::{WatchEvent, WatchOptions};
@@ -22,6 +23,9 @@ use crate::request::RequestInfo;
 use crate::response::{self, Body, Representation};
 use crate::table;
 
+/// The longest field manager name, as Kubernetes allows.
+const MAX_FIELD_MANAGER: usize = 128;
+
 /// The largest request body accepted, as kube-apiserver's default (3 MiB).
 pub const MAX_BODY_BYTES: usize = 3 * 1024 * 1024;
 
@@ -29,6 +33,8 @@ pub const MAX_BODY_BYTES: usize = 3 * 1024 * 1024;
 pub struct Call<'a> {
     /// Who asks.
     pub user: &'a User,
+    /// The client's `User-Agent` (its first word names the field manager by default).
+    pub user_agent: &'a str,
     /// The authorizers (for reviews, admission and RBAC writes).
     pub access: &'a Access,
     /// What it asks for.
@@ -65,7 +71,29 @@ impl Call<'_> {
         Ok(WriteOptions {
             dry_run: dry_run(self.param("dryRun"))?,
             strict,
+            field_manager: Some(self.field_manager()?),
         })
+    }
+
+    /// The `fieldManager` parameter, or else the first word of the user agent, as
+    /// kube-apiserver names managers of clients that do not say.
+    fn field_manager(&self) -> Result<String, ApiError> {
+        let given = self.param("fieldManager");
+        if given.is_empty() {
+            let agent = self.user_agent.split('/').next().unwrap_or("");
+            return Ok(agent.chars().take(MAX_FIELD_MANAGER).collect());
+        }
+        if given.chars().count() > MAX_FIELD_MANAGER {
+            return Err(ApiError::bad_request(format!(
+                "fieldManager: Too long: may not be more than {MAX_FIELD_MANAGER} characters"
+            )));
+        }
+        if given.chars().any(char::is_control) {
+            return Err(ApiError::bad_request(
+                "fieldManager: Invalid value: must contain only printable characters",
+            ));
+        }
+        Ok(given.to_owned())
     }
 
     fn namespace(&self) -> Option<&str> {
@@ -254,6 +282,41 @@ pub async fn handle(
             let patch = crate::patch::Patch::parse(call.content_type, &call.body)?;
             let options = call.write_options()?;
             let admission = call.admission();
+            if let crate::patch::Patch::Apply(config) = patch {
+                let apply = ApplyOptions {
+                    manager: call.param("fieldManager").to_owned(),
+                    force: call.flag("force"),
+                };
+                if apply.manager.is_empty() {
+                    return Err(ApiError::bad_request(
+                        "PATCH, application/apply-patch+yaml requires fieldManager to be set",
+                    ));
+                }
+                let (object, created) = registry
+                    .apply(
+                        &resource,
+                        ns,
+                        name,
+                        sub,
+                        config,
+                        &apply,
+                        &options,
+                        &|object| admission.admit(object),
+                    )
+                    .await?;
+                call.settle(registry, Some(&object)).await;
+                let status = if created {
+                    StatusCode::CREATED
+                } else {
+                    StatusCode::OK
+                };
+                return Ok(ok(status, object, &call, &resource));
+            }
+            if !call.param("force").is_empty() {
+                return Err(ApiError::bad_request(
+                    "force: Invalid value: may be specified only for apply patches (application/apply-patch+yaml)",
+                ));
+            }
             let object = registry
                 .update_with(&resource, ns, name, sub, &options, &|current| {
                     let patched = patch.apply(&resource, current)?;

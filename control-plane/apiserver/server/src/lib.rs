@@ -242,9 +242,16 @@ impl ApiServer {
             .and_then(|v| v.to_str().ok())
             .unwrap_or("")
             .to_owned();
+        let user_agent = request
+            .headers()
+            .get(header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned();
         let body = read_body(request).await?;
         let call = handler::Call {
             user,
+            user_agent: &user_agent,
             access: &self.access,
             info: &info,
             query: &query,

@@ -1,6 +1,7 @@
 //! PATCH bodies: JSON patch (RFC 6902), JSON merge patch (RFC 7386) and Kubernetes' strategic
 //! merge patch, applied to the current object inside the registry's read-modify-write, so a
-//! concurrent change is never lost.
+//! concurrent change is never lost. Server-side apply bodies (YAML or JSON) are decoded here
+//! and handed to the registry's [`apiserver_registry::Registry::apply`].
 
 use apiserver_registry::{ApiError, Object, Resource};
 use serde_json::Value;
@@ -13,6 +14,8 @@ pub enum Patch {
     Json(json_patch::Patch),
     /// `application/strategic-merge-patch+json`.
     Strategic(Value),
+    /// `application/apply-patch+yaml`: a server-side apply configuration (YAML or JSON).
+    Apply(Object),
 }
 
 impl Patch {
@@ -43,12 +46,23 @@ impl Patch {
                 }
                 Ok(Patch::Strategic(value))
             }
-            "application/apply-patch+yaml" => Err(ApiError::unsupported_media_type(format!(
-                "the server does not support {media} patches yet; use application/merge-patch+json or application/json-patch+json"
-            ))),
+            "application/apply-patch+yaml" => {
+                let text = std::str::from_utf8(body)
+                    .map_err(|_| ApiError::bad_request("the apply configuration is not UTF-8"))?;
+                match serde_saphyr::from_str::<Value>(text) {
+                    Ok(Value::Object(config)) => Ok(Patch::Apply(config)),
+                    Ok(_) => Err(ApiError::bad_request(
+                        "an apply configuration must be a YAML or JSON object",
+                    )),
+                    Err(e) => Err(ApiError::bad_request(format!(
+                        "the apply configuration is not valid YAML: {e}"
+                    ))),
+                }
+            }
             other => Err(ApiError::unsupported_media_type(format!(
                 "the body of the request was in an unknown format - accepted media types include: \
-                 application/json-patch+json, application/merge-patch+json (got {other:?})"
+                 application/json-patch+json, application/merge-patch+json, \
+                 application/strategic-merge-patch+json, application/apply-patch+yaml (got {other:?})"
             ))),
         }
     }
@@ -64,6 +78,11 @@ impl Patch {
             Patch::Strategic(patch) => {
                 value = apiserver_registry::strategic::apply(resource, value, patch)
                     .map_err(|e| ApiError::invalid_patch(&e))?;
+            }
+            Patch::Apply(_) => {
+                return Err(ApiError::unsupported_media_type(
+                    "server-side apply is not supported on the scale subresource; use a merge patch",
+                ));
             }
         }
         let Value::Object(patched) = value else {
