@@ -162,6 +162,32 @@ fn server_side_apply_owns_fields_conflicts_and_forces() {
         "busybox:1.36"
     );
 
+    // An object first applied client-side moves to server-side apply: kubectl hands the
+    // client-side applier's fields over by editing managedFields.
+    let config =
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: settings}\ndata: {a: \"1\", b: \"2\"}\n";
+    let out = plane.kubectl_stdin(&["apply", "-f", "-"], config);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (ok, _, stderr) = apply(&plane, &[], &config.replace(", b: \"2\"", ""));
+    assert!(ok, "{stderr}");
+    assert_eq!(
+        jsonpath(&plane, "configmap/settings", "{.data}"),
+        r#"{"a":"1"}"#
+    );
+    let managers = jsonpath(
+        &plane,
+        "configmap/settings",
+        "{range .metadata.managedFields[*]}{.manager}/{.operation} {end}",
+    );
+    // kubectl names the owner of its last-applied annotation `kubectl-last-applied`.
+    let mut managers: Vec<&str> = managers.split_whitespace().collect();
+    managers.sort_unstable();
+    assert_eq!(managers, ["kubectl-last-applied/Apply", "kubectl/Apply"]);
+
     // Bad configurations name what is wrong.
     let (ok, _, stderr) = apply(
         &plane,
