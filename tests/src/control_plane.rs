@@ -262,6 +262,11 @@ impl ControlPlane {
         command
     }
 
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Runs kubectl in `context`.
     pub fn kubectl_as(&self, context: &str, args: &[&str]) -> Output {
         self.kubectl_command(context)

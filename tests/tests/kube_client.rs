@@ -65,6 +65,19 @@ async fn typed_apis_patches_and_errors() {
     let paged = maps.list(&ListParams::default().limit(1)).await.unwrap();
     assert_eq!(paged.items.len(), 1);
     assert!(paged.metadata.continue_.is_some());
+    // Metadata-only reads, as metadata informers make them.
+    let metadata = maps
+        .list_metadata(&ListParams::default().labels("app=kube-test"))
+        .await
+        .unwrap();
+    assert_eq!(metadata.items.len(), 2);
+    assert!(metadata.items.iter().all(|m| m.metadata.uid.is_some()));
+    let one = maps.get_metadata("one").await.unwrap();
+    assert_eq!(one.metadata.uid.as_deref(), Some(uid.as_str()));
+    assert_eq!(
+        one.types.map(|t| t.kind).as_deref(),
+        Some("PartialObjectMetadata")
+    );
 
     // A replace with the resourceVersion it read succeeds once; the stale one then conflicts.
     let mut current = maps.get("one").await.unwrap();

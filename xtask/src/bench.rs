@@ -1,7 +1,8 @@
-//! `cargo xtask bench store [ARGS]`: the store benchmark against etcd, recorded.
+//! `cargo xtask bench store|apiserver [ARGS]`: the store benchmark against etcd, and the API
+//! server benchmark against the targets, recorded.
 //!
 //! Builds the release binaries (benchmarks of a debug build measure the wrong thing), then runs
-//! `store-bench` from the workspace root with ARGS. Unless ARGS name a `--markdown` file, the
+//! `store-bench` or `apiserver-bench` from the workspace root with ARGS. Unless ARGS name a `--markdown` file, the
 //! results are appended to docs/benchmarks.md so that every run leaves a record;
 //! `--no-record` skips that.
 
@@ -16,21 +17,23 @@ const RECORD: &str = "docs/benchmarks.md";
 
 pub fn run(args: &[String]) -> Result<()> {
     let Some((what, rest)) = args.split_first() else {
-        bail!("usage: cargo xtask bench store [ARGS] (store is the only benchmark so far)");
+        bail!("usage: cargo xtask bench store|apiserver [ARGS]");
     };
     match what.as_str() {
-        "store" => store(rest),
-        other => bail!("unknown benchmark {other:?}; there is `store`"),
+        "store" => bench("store", "store-server", rest),
+        "apiserver" => bench("apiserver", "apiserver", rest),
+        other => bail!("unknown benchmark {other:?}; there are `store` and `apiserver`"),
     }
 }
 
-fn store(args: &[String]) -> Result<()> {
+/// Builds `package` (the server) and the harness, then runs `<name>-bench`.
+fn bench(name: &str, package: &str, args: &[String]) -> Result<()> {
     let root = cmd::workspace_root();
     cmd::run_command(Command::new("cargo").current_dir(&root).args([
         "build",
         "--release",
         "-p",
-        "store-server",
+        package,
         "-p",
         "basalt-tests",
         "--bins",
@@ -52,12 +55,12 @@ fn store(args: &[String]) -> Result<()> {
         .map(PathBuf::from)
         .unwrap_or_else(|| root.join("target"));
     // What the record shows as "the command": what the user typed, not our expansion of it.
-    let typed = std::iter::once("cargo xtask bench store".to_string())
+    let typed = std::iter::once(format!("cargo xtask bench {name}"))
         .chain(args.iter().cloned())
         .collect::<Vec<_>>()
         .join(" ");
     cmd::run_command(
-        Command::new(target.join("release").join("store-bench"))
+        Command::new(target.join("release").join(format!("{name}-bench")))
             .current_dir(&root)
             .args(&bench_args)
             // Just built; the harness need not run cargo again.

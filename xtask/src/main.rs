@@ -25,6 +25,7 @@ commands:
                         run a local N-member store cluster on 127.0.0.1..N (default 3) until Ctrl-C
   bench store [ARGS]    the store against etcd 3.4 side by side, appended to docs/benchmarks.md
                         (--no-record: don't append; --help: the benchmark's own flags)
+  bench apiserver [ARGS] the API server against the issue's targets, recorded the same way
 ";
 
 fn main() -> Result<()> {

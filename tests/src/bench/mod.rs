@@ -9,6 +9,7 @@
 // The harness's tests may panic freely; a benchmark reports errors with context instead.
 #![deny(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod apiserver;
 pub mod load;
 pub mod machine;
 pub mod measure;

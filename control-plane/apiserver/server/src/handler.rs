@@ -210,6 +210,9 @@ fn ok(status: StatusCode, object: Object, call: &Call<'_>, resource: &Resource) 
         );
         return response::json(status, &table);
     }
+    if call.representation == Representation::Metadata {
+        return response::json(status, &response::partial_metadata(object));
+    }
     response::json(status, &Value::Object(object))
 }
 
@@ -466,8 +469,18 @@ async fn list(
     if let Some(remaining) = page.remaining.filter(|r| *r > 0) {
         metadata["remainingItemCount"] = json!(remaining);
     }
-    let list = json!({"kind": format!("{}List", resource.kind), "apiVersion": resource.api_version(),
-                      "metadata": metadata, "items": page.items});
+    let list = if call.representation == Representation::Metadata {
+        let items: Vec<Value> = page
+            .items
+            .into_iter()
+            .map(response::partial_metadata)
+            .collect();
+        json!({"kind": "PartialObjectMetadataList", "apiVersion": "meta.k8s.io/v1",
+               "metadata": metadata, "items": items})
+    } else {
+        json!({"kind": format!("{}List", resource.kind), "apiVersion": resource.api_version(),
+               "metadata": metadata, "items": page.items})
+    };
     Ok(response::json(StatusCode::OK, &list))
 }
 
@@ -507,6 +520,7 @@ async fn watch(
         .await?;
     let deadline = tokio::time::Instant::now() + timeout;
     let as_table = call.representation == Representation::Table;
+    let as_metadata = call.representation == Representation::Metadata;
     let include = call.param("includeObject").to_owned();
     let events = futures::stream::unfold(watch, move |mut watch| async move {
         let event = tokio::time::timeout_at(deadline, watch.next())
@@ -518,6 +532,8 @@ async fn watch(
         let object = if as_table && matches!(event.kind, "ADDED" | "MODIFIED" | "DELETED") {
             let rv = apiserver_registry::object::resource_version(&event.object).to_owned();
             table::table(&resource.kind, &[event.object], &rv, None, &include)
+        } else if as_metadata && event.kind != "ERROR" {
+            response::partial_metadata(event.object)
         } else {
             Value::Object(event.object)
         };

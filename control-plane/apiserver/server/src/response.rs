@@ -79,6 +79,17 @@ pub enum Representation {
     Table,
     /// Aggregated discovery (`apidiscovery.k8s.io/v2`).
     AggregatedDiscovery,
+    /// Only the objects' metadata (`meta.k8s.io/v1` PartialObjectMetadata and its list), as
+    /// metadata-only clients and informers ask.
+    Metadata,
+}
+
+/// An object as `meta.k8s.io/v1` PartialObjectMetadata: its metadata alone.
+pub fn partial_metadata(mut object: apiserver_registry::Object) -> serde_json::Value {
+    let metadata = object
+        .remove("metadata")
+        .unwrap_or_else(|| serde_json::json!({}));
+    serde_json::json!({"apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadata", "metadata": metadata})
 }
 
 /// Reads `Accept`: the first media type offered that the server can give, in the client's
@@ -98,6 +109,11 @@ pub fn negotiate(accept: Option<&str>) -> Option<Representation> {
         match (get("as"), get("g"), get("v")) {
             (None, _, _) => return Some(Representation::Object),
             (Some("Table"), Some("meta.k8s.io"), Some("v1")) => return Some(Representation::Table),
+            (
+                Some("PartialObjectMetadata" | "PartialObjectMetadataList"),
+                Some("meta.k8s.io"),
+                Some("v1"),
+            ) => return Some(Representation::Metadata),
             (Some("APIGroupDiscoveryList"), Some("apidiscovery.k8s.io"), Some("v2")) => {
                 return Some(Representation::AggregatedDiscovery);
             }
@@ -132,6 +148,12 @@ mod tests {
             Some(Representation::Object)
         );
         assert_eq!(negotiate(None), Some(Representation::Object));
+        assert_eq!(
+            negotiate(Some(
+                "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1"
+            )),
+            Some(Representation::Metadata)
+        );
         assert_eq!(negotiate(Some("application/vnd.kubernetes.protobuf")), None);
     }
 }
