@@ -133,7 +133,7 @@ impl Scope {
         let status = Element::Field("status".into());
         match self {
             Scope::Main { .. } | Scope::Scale => {
-                if self != (Scope::Main { has_status: false }) {
+                if matches!(self, Scope::Main { has_status: true } | Scope::Scale) {
                     excluded.insert(std::slice::from_ref(&status));
                 }
                 set.recursive_difference(&excluded)
