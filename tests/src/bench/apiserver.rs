@@ -110,6 +110,19 @@ where
     }
 }
 
+/// Creates `count` pods named `<prefix>-<i>` with `in_flight` creates outstanding.
+pub async fn create_pods(pods: &Api<Pod>, prefix: &str, count: usize, in_flight: usize) -> Outcome {
+    let (pods, prefix) = (pods.clone(), prefix.to_owned());
+    closed_loop(count, in_flight, move |i| {
+        let (pods, name) = (pods.clone(), format!("{prefix}-{i}"));
+        async move {
+            pods.create(&PostParams::default(), &pod(&name)?).await?;
+            Ok(())
+        }
+    })
+    .await
+}
+
 /// `watchers` watches on the pods of `namespace`; then `events` pods created one at a time,
 /// `gap` apart. Each delivery's latency runs from the create being sent to the event being
 /// read by that watcher.

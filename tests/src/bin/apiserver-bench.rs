@@ -26,7 +26,6 @@ use basalt_tests::control_plane::ControlPlane;
 use basalt_tests::procfs;
 use clap::Parser;
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::PostParams;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client, Config};
 
@@ -106,17 +105,8 @@ async fn main() -> Result<()> {
     let mut stored = 0;
 
     for &in_flight in &args.concurrency {
-        let api = pods.clone();
         let prefix = format!("create-{in_flight}");
-        let outcome = apiserver::closed_loop(args.requests, in_flight, move |i| {
-            let (api, name) = (api.clone(), format!("{prefix}-{i}"));
-            async move {
-                api.create(&PostParams::default(), &apiserver::pod(&name)?)
-                    .await?;
-                Ok(())
-            }
-        })
-        .await;
+        let outcome = apiserver::create_pods(&pods, &prefix, args.requests, in_flight).await;
         stored += outcome.latencies.len();
         let target = if in_flight == 64 {
             let p99 = outcome.latencies.quantile(0.99);
@@ -156,16 +146,7 @@ async fn main() -> Result<()> {
     }
 
     let fill = args.pods.saturating_sub(stored);
-    let api = pods.clone();
-    let filled = apiserver::closed_loop(fill, 64, move |i| {
-        let (api, name) = (api.clone(), format!("fill-{i}"));
-        async move {
-            api.create(&PostParams::default(), &apiserver::pod(&name)?)
-                .await?;
-            Ok(())
-        }
-    })
-    .await;
+    let filled = apiserver::create_pods(&pods, "fill", fill, 64).await;
     anyhow::ensure!(
         filled.errors == 0,
         "filling the store: {:?}",

@@ -17,6 +17,8 @@ pub mod schema;
 pub mod set;
 pub mod walk;
 
+use std::sync::LazyLock;
+
 use serde_json::{Map, Value};
 
 pub use managers::{Entry, Managers, Operation};
@@ -97,6 +99,10 @@ pub enum Scope {
     Scale,
 }
 
+fn status() -> Element {
+    Element::Field("status".into())
+}
+
 /// Fields the server sets, which no manager owns.
 const SERVER_FIELDS: &[&[&str]] = &[
     &["apiVersion"],
@@ -125,30 +131,23 @@ impl Scope {
 
     /// `set` without what this scope does not own.
     fn restrict(self, set: &FieldSet) -> FieldSet {
-        let mut excluded = FieldSet::default();
-        for path in SERVER_FIELDS {
-            let path: Vec<Element> = path.iter().map(|f| Element::Field((*f).into())).collect();
-            excluded.insert(&path);
-        }
-        let status = Element::Field("status".into());
+        // Built once: every write restricts three sets.
+        static EXCLUDED: LazyLock<[FieldSet; 2]> = LazyLock::new(|| {
+            let mut server = FieldSet::default();
+            for path in SERVER_FIELDS {
+                let path: Vec<Element> = path.iter().map(|f| Element::Field((*f).into())).collect();
+                server.insert(&path);
+            }
+            let mut with_status = server.clone();
+            with_status.insert(&[status()]);
+            [server, with_status]
+        });
         match self {
-            Scope::Main { .. } | Scope::Scale => {
-                if matches!(self, Scope::Main { has_status: true } | Scope::Scale) {
-                    excluded.insert(std::slice::from_ref(&status));
-                }
-                set.recursive_difference(&excluded)
+            Scope::Main { has_status: false } => set.recursive_difference(&EXCLUDED[0]),
+            Scope::Main { has_status: true } | Scope::Scale => {
+                set.recursive_difference(&EXCLUDED[1])
             }
-            Scope::Status => {
-                let mut only_status = FieldSet::default();
-                for path in set
-                    .paths()
-                    .into_iter()
-                    .filter(|p| p.first() == Some(&status))
-                {
-                    only_status.insert(&path);
-                }
-                only_status
-            }
+            Scope::Status => set.only(&status()),
         }
     }
 }

@@ -16,6 +16,12 @@ pub struct FieldSet {
     children: BTreeMap<Element, FieldSet>,
 }
 
+/// The set with no paths, to borrow where a subtree is absent.
+pub(crate) static EMPTY: FieldSet = FieldSet {
+    members: BTreeSet::new(),
+    children: BTreeMap::new(),
+};
+
 impl FieldSet {
     /// Whether no path is in the set.
     pub fn is_empty(&self) -> bool {
@@ -68,6 +74,23 @@ impl FieldSet {
     pub fn elements(&self) -> BTreeSet<&Element> {
         let below = self.children.iter().filter(|(_, c)| !c.is_empty());
         self.members.iter().chain(below.map(|(e, _)| e)).collect()
+    }
+
+    /// The paths that start with `element` (it included).
+    pub fn only(&self, element: &Element) -> FieldSet {
+        let mut out = FieldSet::default();
+        if self.members.contains(element) {
+            out.members.insert(element.clone());
+        }
+        if let Some(child) = self.children.get(element).filter(|c| !c.is_empty()) {
+            out.children.insert(element.clone(), child.clone());
+        }
+        out
+    }
+
+    /// Whether `element` is in the set or leads to paths in it.
+    pub fn mentions(&self, element: &Element) -> bool {
+        self.has_member(element) || self.has_below(element)
     }
 
     /// Paths in either set.

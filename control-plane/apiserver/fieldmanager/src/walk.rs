@@ -7,7 +7,7 @@ use serde_json::{Map, Value};
 
 use crate::path::Element;
 use crate::schema::{ListType, Schema};
-use crate::set::FieldSet;
+use crate::set::{EMPTY, FieldSet};
 
 /// The fields `object` sets, as apply records them for the manager that sent it: every leaf,
 /// every list item, every map entry and every empty object; not the fields of a struct that
@@ -287,13 +287,11 @@ pub fn prune(
         let Element::Field(name) = element else {
             continue;
         };
-        let drop =
-            last.has_member(element) && !keep.has_member(element) && !keep.has_below(element);
-        if drop {
+        if last.has_member(element) && !keep.mentions(element) {
             object.remove(name);
         } else if let (Some(below), Some(value)) = (last.child(element), object.get_mut(name)) {
-            let kept = keep.child(element).cloned().unwrap_or_default();
-            prune_value(schema.field(name), value, below, &kept);
+            let kept = keep.child(element).unwrap_or(&EMPTY);
+            prune_value(schema.field(name), value, below, kept);
         }
     }
 }
@@ -312,18 +310,15 @@ fn prune_value(schema: Schema<'_>, value: &mut Value, last: &FieldSet, keep: &Fi
                     // Positions are only named in lists apply does not track item by item.
                     Err(_) => Element::Index(index - 1),
                 };
-                if !last.elements().contains(&element) {
+                if !last.mentions(&element) {
                     return true;
                 }
-                if last.has_member(&element)
-                    && !keep.has_member(&element)
-                    && !keep.has_below(&element)
-                {
+                if last.has_member(&element) && !keep.mentions(&element) {
                     return false;
                 }
                 if let Some(below) = last.child(&element) {
-                    let kept = keep.child(&element).cloned().unwrap_or_default();
-                    prune_value(items_schema, item, below, &kept);
+                    let kept = keep.child(&element).unwrap_or(&EMPTY);
+                    prune_value(items_schema, item, below, kept);
                 }
                 true
             });

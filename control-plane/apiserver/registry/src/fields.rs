@@ -22,9 +22,9 @@ fn scope(resource: &Resource, subresource: Option<&str>) -> Scope {
 }
 
 fn to_api_error(resource: &Resource, name: &str, error: Error) -> ApiError {
+    let message = error.to_string();
     match error {
         Error::Conflicts(conflicts) => {
-            let message = Error::Conflicts(conflicts.clone()).to_string();
             let causes = conflicts
                 .into_iter()
                 .map(|c| (format!("conflict with {}", c.manager), c.field))

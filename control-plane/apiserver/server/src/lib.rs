@@ -191,10 +191,7 @@ impl ApiServer {
             .query()
             .map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
             .unwrap_or_default();
-        let accept = request
-            .headers()
-            .get(header::ACCEPT)
-            .and_then(|v| v.to_str().ok());
+        let accept = header_text(request.headers(), header::ACCEPT);
         let representation = response::negotiate(accept).ok_or_else(|| {
             ApiError::not_acceptable(
                 "only the following media types are accepted: application/json",
@@ -236,18 +233,12 @@ impl ApiServer {
             .catalog()
             .get(&info.group, &info.version, &info.resource)
             .ok_or_else(ApiError::no_route)?;
-        let content_type = request
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_owned();
-        let user_agent = request
-            .headers()
-            .get(header::USER_AGENT)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_owned();
+        let text = |name| {
+            header_text(request.headers(), name)
+                .unwrap_or("")
+                .to_owned()
+        };
+        let (content_type, user_agent) = (text(header::CONTENT_TYPE), text(header::USER_AGENT));
         let body = read_body(request).await?;
         let call = handler::Call {
             user,
@@ -347,4 +338,9 @@ async fn read_body(request: Request<Incoming>) -> Result<Bytes, ApiError> {
             "reading the request body: {e}"
         ))),
     }
+}
+
+/// A header's value, if it is present and readable as text.
+fn header_text(headers: &http::HeaderMap, name: header::HeaderName) -> Option<&str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
 }
