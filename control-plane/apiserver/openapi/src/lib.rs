@@ -41,7 +41,8 @@ impl Document {
 /// The OpenAPI documents of a catalog.
 pub struct OpenApi {
     catalog: Arc<Catalog>,
-    cache: Mutex<BTreeMap<String, Arc<Document>>>,
+    /// Built documents, and the catalog generation they were built from.
+    cache: Mutex<(u64, BTreeMap<String, Arc<Document>>)>,
     version: String,
 }
 
@@ -59,22 +60,29 @@ impl OpenApi {
     pub fn new(catalog: Arc<Catalog>, version: &str) -> OpenApi {
         OpenApi {
             catalog,
-            cache: Mutex::new(BTreeMap::new()),
+            // No catalog is at generation u64::MAX, so the first use builds.
+            cache: Mutex::new((u64::MAX, BTreeMap::new())),
             version: version.to_owned(),
         }
     }
 
-    /// Forgets built documents (after the catalog changed).
-    pub fn invalidate(&self) {
-        self.cache.lock().clear();
-    }
-
+    /// The document at `key`, built again when the catalog has changed since it was built.
     fn cached(&self, key: &str, build: impl FnOnce() -> Option<Value>) -> Option<Arc<Document>> {
-        if let Some(document) = self.cache.lock().get(key) {
-            return Some(document.clone());
+        let generation = self.catalog.generation();
+        {
+            let mut cache = self.cache.lock();
+            if cache.0 != generation {
+                *cache = (generation, BTreeMap::new());
+            }
+            if let Some(document) = cache.1.get(key) {
+                return Some(document.clone());
+            }
         }
         let document = Arc::new(Document::new(&build()?));
-        self.cache.lock().insert(key.to_owned(), document.clone());
+        let mut cache = self.cache.lock();
+        if cache.0 == generation {
+            cache.1.insert(key.to_owned(), document.clone());
+        }
         Some(document)
     }
 

@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use parking_lot::RwLock;
 
@@ -66,6 +67,51 @@ pub struct Resource {
     pub strategy: Arc<dyn Strategy>,
     /// Whether its objects are stored; reviews (access, rules, self) are answered, not kept.
     pub stored: bool,
+    /// Where the `scale` subresource reads and writes replicas.
+    pub scale_paths: ScalePaths,
+    /// The columns of its Tables, when its definition names them (custom resources).
+    pub printer_columns: Vec<PrinterColumn>,
+    /// Whether it is served from a CustomResourceDefinition: such resources take no strategic
+    /// merge patches (their schemas carry no patch strategies).
+    pub custom: bool,
+}
+
+/// Where a resource keeps what its `scale` subresource shows, as dotted field paths.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScalePaths {
+    /// The desired replicas (`spec.replicas`).
+    pub spec_replicas: String,
+    /// The observed replicas (`status.replicas`).
+    pub status_replicas: String,
+    /// The selector of its pods: a LabelSelector object or a selector string.
+    pub label_selector: Option<String>,
+}
+
+impl Default for ScalePaths {
+    fn default() -> ScalePaths {
+        ScalePaths {
+            spec_replicas: "spec.replicas".into(),
+            status_replicas: "status.replicas".into(),
+            label_selector: Some("spec.selector".into()),
+        }
+    }
+}
+
+/// One column of a custom resource's Tables (a CRD's `additionalPrinterColumns`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PrinterColumn {
+    /// Its header.
+    pub name: String,
+    /// `integer`, `number`, `string`, `boolean` or `date`.
+    pub kind: String,
+    /// An OpenAPI format hint (`name` for the name column).
+    pub format: String,
+    /// What it shows.
+    pub description: String,
+    /// 0 for the default view, more for `-o wide`.
+    pub priority: i64,
+    /// The JSONPath of the value in each object, e.g. `.spec.replicas`.
+    pub json_path: String,
 }
 
 impl std::fmt::Debug for Resource {
@@ -103,6 +149,9 @@ impl Resource {
             field_selectors: Vec::new(),
             strategy,
             stored: true,
+            scale_paths: ScalePaths::default(),
+            printer_columns: Vec::new(),
+            custom: false,
         }
     }
 
@@ -255,6 +304,8 @@ impl Resource {
 #[derive(Default)]
 pub struct Catalog {
     resources: RwLock<BTreeMap<(String, String, String), Arc<Resource>>>,
+    /// Bumped on every change, so what is built from the catalog (OpenAPI) knows to rebuild.
+    generation: AtomicU64,
 }
 
 impl Catalog {
@@ -271,6 +322,12 @@ impl Catalog {
             resource.plural.clone(),
         );
         self.resources.write().insert(key, Arc::new(resource));
+        self.generation.fetch_add(1, Ordering::Release);
+    }
+
+    /// A number that changes whenever a resource is added or removed.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
     }
 
     /// Removes a resource.
@@ -278,6 +335,7 @@ impl Catalog {
         self.resources
             .write()
             .remove(&(group.to_owned(), version.to_owned(), plural.to_owned()));
+        self.generation.fetch_add(1, Ordering::Release);
     }
 
     /// The resource at `group/version/plural`.

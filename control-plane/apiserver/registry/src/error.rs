@@ -30,6 +30,10 @@ pub enum FieldErrorKind {
     Forbidden,
     /// A value that appears twice.
     Duplicate,
+    /// A value longer than allowed.
+    TooLong,
+    /// A list with more items than allowed.
+    TooMany,
 }
 
 impl FieldError {
@@ -96,6 +100,26 @@ impl FieldError {
         }
     }
 
+    /// A value longer than `max` allows.
+    pub fn too_long(field: impl Into<String>, max: i64) -> FieldError {
+        FieldError {
+            field: field.into(),
+            kind: FieldErrorKind::TooLong,
+            detail: format!("may not be more than {max} bytes"),
+            value: None,
+        }
+    }
+
+    /// A list of `count` items where at most `max` are allowed.
+    pub fn too_many(field: impl Into<String>, count: usize, max: i64) -> FieldError {
+        FieldError {
+            field: field.into(),
+            kind: FieldErrorKind::TooMany,
+            detail: format!("must have at most {max} items"),
+            value: Some(count.to_string()),
+        }
+    }
+
     fn reason(&self) -> &'static str {
         match self.kind {
             FieldErrorKind::Required => "FieldValueRequired",
@@ -103,6 +127,8 @@ impl FieldError {
             FieldErrorKind::NotSupported => "FieldValueNotSupported",
             FieldErrorKind::Forbidden => "FieldValueForbidden",
             FieldErrorKind::Duplicate => "FieldValueDuplicate",
+            FieldErrorKind::TooLong => "FieldValueTooLong",
+            FieldErrorKind::TooMany => "FieldValueTooMany",
         }
     }
 
@@ -116,6 +142,8 @@ impl FieldError {
             FieldErrorKind::NotSupported => "Unsupported value",
             FieldErrorKind::Forbidden => "Forbidden",
             FieldErrorKind::Duplicate => "Duplicate value",
+            FieldErrorKind::TooLong => "Too long",
+            FieldErrorKind::TooMany => "Too many",
         });
         if let Some(value) = &self.value {
             message.push_str(&format!(": \"{value}\""));

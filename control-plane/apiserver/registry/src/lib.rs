@@ -12,6 +12,7 @@ pub mod catalog;
 pub mod error;
 pub mod extensions;
 pub mod fields;
+pub mod jsonpath;
 pub mod object;
 pub mod selector;
 pub mod strategy;

@@ -8,8 +8,9 @@ use crate::error::{ApiError, FieldError, Subject};
 use crate::object::{self, Object, value_at};
 use crate::store::{Registry, WriteOptions};
 
-/// The Scale view of a workload.
-pub fn scale_of(workload: &Object) -> Object {
+/// The Scale view of a workload of `resource`.
+pub fn scale_of(resource: &Resource, workload: &Object) -> Object {
+    let paths = &resource.scale_paths;
     let meta = object::metadata(workload).cloned().unwrap_or_default();
     let keep = [
         "name",
@@ -22,21 +23,44 @@ pub fn scale_of(workload: &Object) -> Object {
         .into_iter()
         .filter(|(k, _)| keep.contains(&k.as_str()))
         .collect();
-    let selector = value_at(workload, "spec.selector")
-        .and_then(Value::as_object)
-        .map(|s| crate::selector::LabelSelector::from_object(s).to_string())
-        .unwrap_or_default();
+    let selector = match paths
+        .label_selector
+        .as_deref()
+        .and_then(|p| value_at(workload, p))
+    {
+        Some(Value::Object(s)) => crate::selector::LabelSelector::from_object(s).to_string(),
+        Some(Value::String(s)) => s.clone(),
+        _ => String::new(),
+    };
+    let replicas = |path: &str| {
+        value_at(workload, path)
+            .and_then(Value::as_i64)
+            .unwrap_or(0)
+    };
     let scale = json!({
         "apiVersion": "autoscaling/v1",
         "kind": "Scale",
         "metadata": meta,
-        "spec": {"replicas": value_at(workload, "spec.replicas").and_then(Value::as_i64).unwrap_or(0)},
+        "spec": {"replicas": replicas(&paths.spec_replicas)},
         "status": {
-            "replicas": value_at(workload, "status.replicas").and_then(Value::as_i64).unwrap_or(0),
+            "replicas": replicas(&paths.status_replicas),
             "selector": selector,
         },
     });
     scale.as_object().cloned().unwrap_or_default()
+}
+
+/// Sets the value at a dotted path, making the objects on the way.
+fn set_at(object: &mut Object, path: &str, value: Value) {
+    let mut fields = path.split('.').peekable();
+    let mut map = object;
+    while let Some(field) = fields.next() {
+        if fields.peek().is_none() {
+            map.insert(field.to_owned(), value);
+            return;
+        }
+        map = object::map_mut(map, field);
+    }
 }
 
 impl Registry {
@@ -48,7 +72,7 @@ impl Registry {
         name: &str,
     ) -> Result<Object, ApiError> {
         let workload = self.get(resource, namespace, name).await?;
-        Ok(scale_of(&workload))
+        Ok(scale_of(resource, &workload))
     }
 
     /// Changes a workload's replicas: `mutate` gets the current Scale and returns the one
@@ -75,7 +99,7 @@ impl Registry {
                 Some("scale"),
                 options,
                 &|mut current: Object| {
-                    let wanted = mutate(scale_of(&current))?;
+                    let wanted = mutate(scale_of(resource, &current))?;
                     let version = object::resource_version(&wanted);
                     if !version.is_empty() && version != object::resource_version(&current) {
                         return Err(ApiError::modified(subject));
@@ -99,12 +123,15 @@ impl Registry {
                                 )
                             })?,
                     };
-                    object::map_mut(&mut current, "spec")
-                        .insert("replicas".into(), json!(replicas));
+                    set_at(
+                        &mut current,
+                        &resource.scale_paths.spec_replicas,
+                        json!(replicas),
+                    );
                     Ok(current)
                 },
             )
             .await?;
-        Ok(scale_of(&workload))
+        Ok(scale_of(resource, &workload))
     }
 }

@@ -181,6 +181,17 @@ impl Registry {
         Ok(object)
     }
 
+    /// Decodes a stored object of `resource` as that resource serves it: a custom resource
+    /// served in several versions is stored in one, and the others differ only in their
+    /// apiVersion (conversion `None`).
+    pub fn decode_as(&self, resource: &Resource, kv: &Kv) -> Result<Object, ApiError> {
+        let mut object = self.decode(kv)?;
+        if resource.custom {
+            object.insert("apiVersion".into(), json!(resource.api_version()));
+        }
+        Ok(object)
+    }
+
     fn encode(object: &mut Object) -> Result<Bytes, ApiError> {
         // The revision is the store's, not part of the value.
         let meta = metadata_mut(object);
@@ -436,7 +447,7 @@ impl Registry {
             .await
             .map_err(ApiError::from_storage)?
             .ok_or_else(|| ApiError::not_found(subject(resource, name)))?;
-        let object = self.decode(&kv)?;
+        let object = self.decode_as(resource, &kv)?;
         Ok((kv, object))
     }
 
@@ -482,7 +493,7 @@ impl Registry {
             revision = page.revision;
             let last_key = page.kvs.last().map(|kv| kv.key.clone());
             for kv in &page.kvs {
-                let object = self.decode(kv)?;
+                let object = self.decode_as(resource, kv)?;
                 if options.labels.matches(&object) && options.fields.matches(&object) {
                     items.push(object);
                 }

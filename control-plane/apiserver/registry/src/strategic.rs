@@ -210,6 +210,9 @@ static TYPES: LazyLock<Mutex<HashMap<String, Arc<Types>>>> = LazyLock::new(Defau
 impl Types {
     /// The types of `resource` (built once per kind and cached).
     pub fn of(resource: &Resource) -> Arc<Types> {
+        if let Some(types) = resource.strategy.merge_types() {
+            return types;
+        }
         let key = format!("{}/{}/{}", resource.group, resource.version, resource.kind);
         if let Some(types) = TYPES.lock().get(&key) {
             return types.clone();
@@ -225,6 +228,15 @@ impl Types {
         let types = Arc::new(Types { root, definitions });
         TYPES.lock().insert(key, types.clone());
         types
+    }
+
+    /// The types of one self-contained schema (a custom resource's, which has no `$ref`s).
+    pub fn standalone(schema: Value) -> Types {
+        const ROOT: &str = "root";
+        Types {
+            root: Some(ROOT.into()),
+            definitions: Map::from_iter([(ROOT.to_owned(), schema)]),
+        }
     }
 
     /// Follows `$ref` and `allOf: [$ref]` to a definition: its name and schema.

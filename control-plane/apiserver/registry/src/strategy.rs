@@ -42,6 +42,12 @@ pub trait Strategy: Send + Sync {
         None
     }
 
+    /// The types server-side apply and strategic merge read, when the strategy has its own
+    /// (a custom resource's schema); built-in types derive theirs from [`Strategy::schema`].
+    fn merge_types(&self) -> Option<std::sync::Arc<crate::strategic::Types>> {
+        None
+    }
+
     /// Whether `status` is cleared when an object is created (true for most types; a node's
     /// kubelet creates it with status).
     fn reset_status_on_create(&self) -> bool {

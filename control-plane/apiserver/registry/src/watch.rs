@@ -225,7 +225,7 @@ impl Watch {
         let old = change
             .prev
             .as_ref()
-            .map(|kv| self.registry.decode(kv))
+            .map(|kv| self.registry.decode_as(&self.resource, kv))
             .transpose()?;
         let old_matches = old.as_ref().is_some_and(|o| self.matches(o));
         let event = match change.kind {
@@ -237,7 +237,7 @@ impl Watch {
                 }
             }),
             ChangeKind::Put => {
-                let new = self.registry.decode(&change.kv)?;
+                let new = self.registry.decode_as(&self.resource, &change.kv)?;
                 match (old_matches, self.matches(&new)) {
                     (true, true) => Some(WatchEvent {
                         kind: "MODIFIED",

@@ -29,6 +29,9 @@ const MAX_FIELD_MANAGER: usize = 128;
 /// The largest request body accepted, as kube-apiserver's default (3 MiB).
 pub const MAX_BODY_BYTES: usize = 3 * 1024 * 1024;
 
+/// How long a write to a CustomResourceDefinition waits for the catalog to serve it.
+const DEFINITIONS_SETTLE: Duration = Duration::from_secs(2);
+
 /// A parsed resource request.
 pub struct Call<'a> {
     /// Who asks.
@@ -37,6 +40,8 @@ pub struct Call<'a> {
     pub user_agent: &'a str,
     /// The authorizers (for reviews, admission and RBAC writes).
     pub access: &'a Access,
+    /// The served CustomResourceDefinitions (a write to one waits until it is served).
+    pub definitions: &'a apiextensions::Definitions,
     /// What it asks for.
     pub info: &'a RequestInfo,
     /// The query parameters.
@@ -108,10 +113,13 @@ impl Call<'_> {
         Admission::new(self.user, self.info, self.access)
     }
 
-    /// After a write to RBAC, waits until the policy reflects it, so the client's next
-    /// request is judged by it.
+    /// After a write to RBAC or to a CustomResourceDefinition, waits until the policy or the
+    /// catalog reflects it, so the client's next request is judged by it or finds the new
+    /// resource.
     async fn settle(&self, registry: &Registry, written: Option<&Object>) {
-        if self.info.group != apiserver_authz::escalation::GROUP {
+        let rbac = self.info.group == apiserver_authz::escalation::GROUP;
+        let definitions = self.info.group == apiextensions::GROUP;
+        if !rbac && !definitions {
             return;
         }
         let revision = match written {
@@ -120,8 +128,20 @@ impl Call<'_> {
                 .ok(),
             None => registry.backend().revision().await.ok(),
         };
-        if let Some(revision) = revision {
+        let Some(revision) = revision else {
+            return;
+        };
+        if rbac {
             self.access.settle(revision).await;
+        } else if !self
+            .definitions
+            .wait_for(revision, DEFINITIONS_SETTLE)
+            .await
+        {
+            tracing::warn!(
+                revision,
+                "the catalog has not caught up with a definition yet"
+            );
         }
     }
 }
@@ -201,13 +221,7 @@ fn list_options(call: &Call<'_>, resource: &Resource) -> Result<ListOptions, Api
 fn ok(status: StatusCode, object: Object, call: &Call<'_>, resource: &Resource) -> Response<Body> {
     if call.representation == Representation::Table {
         let rv = apiserver_registry::object::resource_version(&object).to_owned();
-        let table = table::table(
-            &resource.kind,
-            &[object],
-            &rv,
-            None,
-            call.param("includeObject"),
-        );
+        let table = table::table(resource, &[object], &rv, None, call.param("includeObject"));
         return response::json(status, &table);
     }
     if call.representation == Representation::Metadata {
@@ -283,6 +297,12 @@ pub async fn handle(
         }
         "patch" => {
             let patch = crate::patch::Patch::parse(call.content_type, &call.body)?;
+            if resource.custom && matches!(patch, crate::patch::Patch::Strategic(_)) {
+                return Err(ApiError::unsupported_media_type(
+                    "the body of the request was in an unknown format - accepted media types include: \
+                     application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml",
+                ));
+            }
             let options = call.write_options()?;
             let admission = call.admission();
             if let crate::patch::Patch::Apply(config) = patch {
@@ -454,7 +474,7 @@ async fn list(
     let rv = page.revision.to_string();
     if call.representation == Representation::Table {
         let table = table::table(
-            &resource.kind,
+            resource,
             &page.items,
             &rv,
             page.continue_token.as_deref(),
@@ -531,7 +551,7 @@ async fn watch(
     .map(move |event: WatchEvent| {
         let object = if as_table && matches!(event.kind, "ADDED" | "MODIFIED" | "DELETED") {
             let rv = apiserver_registry::object::resource_version(&event.object).to_owned();
-            table::table(&resource.kind, &[event.object], &rv, None, &include)
+            table::table(&resource, &[event.object], &rv, None, &include)
         } else if as_metadata && event.kind != "ERROR" {
             response::partial_metadata(event.object)
         } else {

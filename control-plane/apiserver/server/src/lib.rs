@@ -52,14 +52,20 @@ pub struct ApiServer {
     registry: Registry,
     openapi: apiserver_openapi::OpenApi,
     access: Access,
+    definitions: Arc<apiextensions::Definitions>,
     metrics: metrics::Metrics,
     /// The address clients reach it at (for `/api`'s serverAddressByClientCIDRs).
     address: String,
 }
 
 impl ApiServer {
-    /// An API server over `registry`.
-    pub fn new(registry: Registry, access: Access, address: String) -> ApiServer {
+    /// An API server over `registry`, serving the custom resources of `definitions`.
+    pub fn new(
+        registry: Registry,
+        access: Access,
+        definitions: Arc<apiextensions::Definitions>,
+        address: String,
+    ) -> ApiServer {
         let version = format!(
             "v{}.{}.0-basalt",
             KUBERNETES_VERSION.0, KUBERNETES_VERSION.1
@@ -68,6 +74,7 @@ impl ApiServer {
             openapi: apiserver_openapi::OpenApi::new(registry.catalog().clone(), &version),
             registry,
             access,
+            definitions,
             metrics: metrics::Metrics::new(),
             address,
         }
@@ -244,6 +251,7 @@ impl ApiServer {
             user,
             user_agent: &user_agent,
             access: &self.access,
+            definitions: &self.definitions,
             info: &info,
             query: &query,
             representation,

@@ -1,8 +1,10 @@
 //! Server-side printing: objects as `meta.k8s.io/v1` Tables with the columns kubectl users
 //! know. Columns with priority 1 show only with `-o wide`.
 
-use apiserver_registry::Object;
+use apiserver_registry::catalog::PrinterColumn;
+use apiserver_registry::jsonpath::JsonPath;
 use apiserver_registry::object::{metadata, str_at, value_at};
+use apiserver_registry::{Object, Resource};
 use serde_json::{Value, json};
 
 struct Column {
@@ -364,30 +366,124 @@ fn row_object(object: &Object, include: &str) -> Value {
     }
 }
 
-/// Objects of `kind` as a Table.
+/// Objects of `resource` as a Table.
 pub fn table(
-    kind: &str,
+    resource: &Resource,
     objects: &[Object],
     resource_version: &str,
     continue_token: Option<&str>,
     include: &str,
 ) -> Value {
-    let definitions: Vec<Value> = columns(kind)
+    let (definitions, rows) = if resource.custom {
+        custom_columns(&resource.printer_columns, objects, include)
+    } else {
+        builtin_columns(&resource.kind, objects, include)
+    };
+    let mut metadata = json!({"resourceVersion": resource_version});
+    if let Some(token) = continue_token {
+        metadata["continue"] = json!(token);
+    }
+    json!({"kind": "Table", "apiVersion": "meta.k8s.io/v1", "metadata": metadata, "columnDefinitions": definitions, "rows": rows})
+}
+
+fn builtin_columns(kind: &str, objects: &[Object], include: &str) -> (Vec<Value>, Vec<Value>) {
+    let definitions = columns(kind)
         .iter()
         .map(|c| {
             json!({"name": c.name, "type": c.kind, "format": if c.name == "Name" { "name" } else { "" },
                    "description": "", "priority": c.priority})
         })
         .collect();
-    let rows: Vec<Value> = objects
+    let rows = objects
         .iter()
         .map(|o| json!({"cells": cells(kind, o), "object": row_object(o, include)}))
         .collect();
-    let mut metadata = json!({"resourceVersion": resource_version});
-    if let Some(token) = continue_token {
-        metadata["continue"] = json!(token);
+    (definitions, rows)
+}
+
+/// A custom resource's columns: its name, then its definition's printer columns (Age when
+/// it names none, as kube-apiserver defaults them).
+fn custom_columns(
+    columns: &[PrinterColumn],
+    objects: &[Object],
+    include: &str,
+) -> (Vec<Value>, Vec<Value>) {
+    let age = PrinterColumn {
+        name: "Age".into(),
+        kind: "date".into(),
+        format: String::new(),
+        description: String::new(),
+        priority: 0,
+        json_path: ".metadata.creationTimestamp".into(),
+    };
+    let columns = if columns.is_empty() {
+        std::slice::from_ref(&age)
+    } else {
+        columns
+    };
+    let mut definitions = vec![json!({"name": "Name", "type": "string", "format": "name",
+        "description": "Name must be unique within a namespace.", "priority": 0})];
+    definitions.extend(columns.iter().map(|c| {
+        json!({"name": c.name, "type": c.kind, "format": c.format, "description": c.description,
+               "priority": c.priority})
+    }));
+    // Paths were checked when the definition was stored; one that does not parse shows empty.
+    let paths: Vec<Option<JsonPath>> = columns
+        .iter()
+        .map(|c| JsonPath::parse(&c.json_path).ok())
+        .collect();
+    let rows = objects
+        .iter()
+        .map(|o| {
+            let value = Value::Object(o.clone());
+            let mut cells = vec![json!(apiserver_registry::object::name(o))];
+            cells.extend(
+                columns
+                    .iter()
+                    .zip(&paths)
+                    .map(|(column, path)| custom_cell(column, path.as_ref(), &value)),
+            );
+            json!({"cells": cells, "object": row_object(o, include)})
+        })
+        .collect();
+    (definitions, rows)
+}
+
+/// One cell: what the path finds, as the column's type shows it (dates as ages).
+fn custom_cell(column: &PrinterColumn, path: Option<&JsonPath>, object: &Value) -> Value {
+    let found = path.map(|p| p.find(object)).unwrap_or_default();
+    let Some(first) = found.first() else {
+        return Value::Null;
+    };
+    if found.len() > 1 {
+        let all: Vec<String> = found
+            .iter()
+            .map(|v| match v {
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            })
+            .collect();
+        return json!(all.join(","));
     }
-    json!({"kind": "Table", "apiVersion": "meta.k8s.io/v1", "metadata": metadata, "columnDefinitions": definitions, "rows": rows})
+    match column.kind.as_str() {
+        "date" => match first
+            .as_str()
+            .and_then(|t| t.parse::<jiff::Timestamp>().ok())
+        {
+            Some(at) => json!(human_duration(
+                jiff::Timestamp::now().as_second() - at.as_second()
+            )),
+            None => Value::Null,
+        },
+        "integer" if first.is_i64() || first.is_u64() => (*first).clone(),
+        "number" if first.is_number() => (*first).clone(),
+        "boolean" if first.is_boolean() => (*first).clone(),
+        "string" => match first {
+            Value::String(_) => (*first).clone(),
+            other => json!(other.to_string()),
+        },
+        _ => Value::Null,
+    }
 }
 
 #[cfg(test)]
@@ -410,8 +506,11 @@ mod tests {
         let pod = json!({"metadata": {"name": "web", "creationTimestamp": "2020-01-01T00:00:00Z"},
             "spec": {"containers": [{"name": "c"}], "nodeName": "n1"},
             "status": {"phase": "Running", "podIP": "10.0.0.5", "containerStatuses": [{"ready": true, "restartCount": 2}]}});
+        let pods = apiserver_registry::builtin::catalog()
+            .get("", "v1", "pods")
+            .unwrap();
         let table = table(
-            "Pod",
+            &pods,
             &[pod.as_object().cloned().unwrap_or_default()],
             "7",
             None,
@@ -424,5 +523,52 @@ mod tests {
         assert_eq!(cells[3], "2");
         assert_eq!(cells[5], "10.0.0.5");
         assert_eq!(table["rows"][0]["object"]["kind"], "PartialObjectMetadata");
+    }
+
+    #[test]
+    fn custom_resources_show_their_printer_columns() {
+        let column = |name: &str, kind: &str, path: &str| PrinterColumn {
+            name: name.into(),
+            kind: kind.into(),
+            format: String::new(),
+            description: String::new(),
+            priority: 0,
+            json_path: path.into(),
+        };
+        let mut resource = apiserver_registry::Resource::new(
+            "stable.example.com",
+            "v1",
+            "CronTab",
+            "crontabs",
+            true,
+            std::sync::Arc::new(apiserver_registry::strategy::Typed::<()>::new()),
+        );
+        resource.custom = true;
+        let object = json!({"metadata": {"name": "c1", "creationTimestamp": "2020-01-01T00:00:00Z"},
+            "spec": {"cronSpec": "* * * * */5", "replicas": 2},
+            "status": {"conditions": [{"type": "Ready", "status": "True"}]}});
+        let objects = [object.as_object().cloned().unwrap_or_default()];
+        let table_of = |resource: &apiserver_registry::Resource| {
+            table(resource, &objects, "3", None, "Metadata")
+        };
+        let plain = table_of(&resource);
+        assert_eq!(plain["columnDefinitions"][1]["name"], "Age");
+        assert_eq!(plain["rows"][0]["cells"][0], "c1");
+        resource.printer_columns = vec![
+            column("Spec", "string", ".spec.cronSpec"),
+            column("Replicas", "integer", ".spec.replicas"),
+            column(
+                "Ready",
+                "string",
+                r#".status.conditions[?(@.type=="Ready")].status"#,
+            ),
+            column("Missing", "string", ".spec.nothing"),
+        ];
+        let custom = table_of(&resource);
+        assert_eq!(
+            custom["rows"][0]["cells"],
+            json!(["c1", "* * * * */5", 2, "True", null])
+        );
+        assert_eq!(custom["columnDefinitions"][2]["type"], "integer");
     }
 }

@@ -115,6 +115,7 @@ async fn main() -> Result<()> {
     .await
     .context("starting the store member")?;
     let catalog = Arc::new(builtin::catalog());
+    apiextensions::register(&catalog);
     let mut backend: Arc<dyn Backend> = Arc::new(LocalBackend::new(store.clone()));
     if let Some(encryption) = encryption {
         backend = Arc::new(Encrypted::new(backend, encryption));
@@ -148,11 +149,19 @@ async fn main() -> Result<()> {
         std::time::Duration::from_secs(180),
     ));
     let access = Access::start(&registry, Arc::new(issuer)).await?;
+    let definitions = apiextensions::Definitions::start(registry.clone())
+        .await
+        .context("serving the CustomResourceDefinitions")?;
 
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("listening on {addr}"))?;
-    let server = Arc::new(ApiServer::new(registry, access, addr.to_string()));
+    let server = Arc::new(ApiServer::new(
+        registry,
+        access,
+        definitions,
+        addr.to_string(),
+    ));
     tracing::info!(%addr, "serving the Kubernetes API");
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
