@@ -319,3 +319,93 @@ async fn patch_apply_owns_fields_and_conflicts_between_managers() {
         other => panic!("expected 400: {other:?}"),
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn custom_resources_through_dynamic_apis_and_the_watcher() {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
+
+    let plane = ControlPlane::start();
+    let client = connect(&plane, "admin").await.unwrap();
+    let definitions: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let definition: CustomResourceDefinition = serde_json::from_value(json!({
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": "widgets.example.org"},
+        "spec": {"group": "example.org", "scope": "Namespaced",
+            "names": {"plural": "widgets", "kind": "Widget"},
+            "versions": [{"name": "v1alpha1", "served": true, "storage": true,
+                "schema": {"openAPIV3Schema": {"type": "object", "properties": {
+                    "spec": {"type": "object", "properties": {
+                        "size": {"type": "integer", "default": 3},
+                        "colour": {"type": "string"}}}}}}}]},
+    }))
+    .unwrap();
+    let created = definitions
+        .create(&PostParams::default(), &definition)
+        .await
+        .unwrap();
+    let established = created
+        .status
+        .and_then(|s| s.conditions)
+        .unwrap_or_default()
+        .iter()
+        .any(|c| c.type_ == "Established" && c.status == "True");
+    assert!(established);
+
+    // The new kind is served at once: discovery finds it and a dynamic Api uses it.
+    let discovery = kube::Discovery::new(client.clone()).run().await.unwrap();
+    let gvk = GroupVersionKind::gvk("example.org", "v1alpha1", "Widget");
+    let (resource, _) = discovery.resolve_gvk(&gvk).expect("widgets discovered");
+    assert_eq!(resource.plural, "widgets");
+    let widgets: Api<DynamicObject> =
+        Api::namespaced_with(client.clone(), "default", &ApiResource::from_gvk(&gvk));
+    let widget: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "example.org/v1alpha1", "kind": "Widget",
+        "metadata": {"name": "w1"}, "spec": {"colour": "red"}}))
+    .unwrap();
+    let created = widgets
+        .create(&PostParams::default(), &widget)
+        .await
+        .unwrap();
+    assert_eq!(created.data["spec"]["size"], 3, "the schema's default");
+
+    // The watcher sees an apply of another manager's field.
+    let mut events = watcher(widgets.clone(), watcher::Config::default()).boxed();
+    let patch = json!({"apiVersion": "example.org/v1alpha1", "kind": "Widget",
+                       "metadata": {"name": "w1"}, "spec": {"colour": "blue"}});
+    let conflict = widgets
+        .patch("w1", &PatchParams::apply("painter"), &Patch::Apply(&patch))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(conflict, kube::Error::Api(ref e) if e.code == 409),
+        "{conflict}"
+    );
+    widgets
+        .patch(
+            "w1",
+            &PatchParams::apply("painter").force(),
+            &Patch::Apply(&patch),
+        )
+        .await
+        .unwrap();
+    let seen_blue = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(event) = events.try_next().await.unwrap() {
+            let blue = match &event {
+                watcher::Event::Apply(o) | watcher::Event::InitApply(o) => {
+                    o.data["spec"]["colour"] == "blue"
+                }
+                _ => false,
+            };
+            if blue {
+                return true;
+            }
+        }
+        false
+    })
+    .await;
+    assert_eq!(seen_blue.ok(), Some(true));
+    let listed = widgets.list(&ListParams::default()).await.unwrap();
+    assert_eq!(listed.items.len(), 1);
+}
