@@ -369,6 +369,7 @@ async fn custom_resources_through_dynamic_apis_and_the_watcher() {
         .await
         .unwrap();
     assert_eq!(created.data["spec"]["size"], 3, "the schema's default");
+    assert_eq!(created.metadata.generation, Some(1));
 
     // The watcher sees an apply of another manager's field.
     let mut events = watcher(widgets.clone(), watcher::Config::default()).boxed();
@@ -408,4 +409,9 @@ async fn custom_resources_through_dynamic_apis_and_the_watcher() {
     assert_eq!(seen_blue.ok(), Some(true));
     let listed = widgets.list(&ListParams::default()).await.unwrap();
     assert_eq!(listed.items.len(), 1);
+    assert_eq!(
+        listed.items[0].metadata.generation,
+        Some(2),
+        "a spec change"
+    );
 }

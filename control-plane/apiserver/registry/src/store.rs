@@ -366,7 +366,7 @@ impl Registry {
         ] {
             meta.remove(field);
         }
-        if resource.has_status() {
+        if tracks_generation(resource) {
             meta.insert("generation".into(), json!(1));
         } else {
             meta.remove("generation");
@@ -811,9 +811,9 @@ impl Registry {
         if matches!(subresource, None | Some("scale")) {
             resource.strategy.prepare_for_update(&mut new, old);
         }
-        if resource.has_status() {
+        if tracks_generation(resource) {
             let generation = object::generation(old).max(1);
-            let bumped = if spec_changed(&new, old) {
+            let bumped = if spec_changed(resource, &new, old) {
                 generation + 1
             } else {
                 generation
@@ -1102,11 +1102,19 @@ fn same_content(a: &Object, b: &Object) -> bool {
             })
 }
 
-/// Whether anything but metadata and status differs (what bumps `metadata.generation`).
-fn spec_changed(new: &Object, old: &Object) -> bool {
+/// Whether objects of `resource` count their spec changes in metadata.generation: those with
+/// a status subresource, and every custom resource.
+fn tracks_generation(resource: &Resource) -> bool {
+    resource.has_status() || resource.custom
+}
+
+/// Whether anything but metadata (and status, when it is a subresource) changed: what bumps
+/// `metadata.generation`.
+fn spec_changed(resource: &Resource, new: &Object, old: &Object) -> bool {
+    let has_status = resource.has_status();
     let keys = new
         .keys()
         .chain(old.keys())
-        .filter(|k| *k != "metadata" && *k != "status");
+        .filter(|k| *k != "metadata" && !(has_status && *k == "status"));
     keys.into_iter().any(|k| new.get(k) != old.get(k))
 }
