@@ -318,6 +318,19 @@ async fn patch_apply_owns_fields_and_conflicts_between_managers() {
         }
         other => panic!("expected 400: {other:?}"),
     }
+    match client
+        .request_text(request("?fieldManager=yaml-user&force=maybe"))
+        .await
+    {
+        Err(kube::Error::Api(status)) => {
+            assert_eq!(status.code, 400, "{status:?}");
+            assert!(
+                status.message.contains("force: Invalid value: \"maybe\""),
+                "{status:?}"
+            );
+        }
+        other => panic!("expected 400: {other:?}"),
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

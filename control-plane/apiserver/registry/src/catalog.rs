@@ -71,8 +71,9 @@ pub struct Resource {
     pub scale_paths: ScalePaths,
     /// The columns of its Tables, when its definition names them (custom resources).
     pub printer_columns: Vec<PrinterColumn>,
-    /// Whether it is served from a CustomResourceDefinition: such resources take no strategic
-    /// merge patches (their schemas carry no patch strategies).
+    /// Whether it is served from a CustomResourceDefinition: its objects take no strategic
+    /// merge patches (their schemas carry no patch strategies), always count generation, are
+    /// shown in the version asked for, and print the definition's columns.
     pub custom: bool,
 }
 

@@ -59,8 +59,15 @@ impl Call<'_> {
         self.query.get(key).map(String::as_str).unwrap_or("")
     }
 
-    fn flag(&self, key: &str) -> bool {
-        matches!(self.param(key), "true" | "1")
+    /// A boolean parameter, read as Go's `strconv.ParseBool` reads it (absent is false).
+    fn flag(&self, key: &str) -> Result<bool, ApiError> {
+        match self.param(key) {
+            "" | "0" | "f" | "F" | "false" | "False" | "FALSE" => Ok(false),
+            "1" | "t" | "T" | "true" | "True" | "TRUE" => Ok(true),
+            other => Err(ApiError::bad_request(format!(
+                "{key}: Invalid value: \"{other}\": must be true or false"
+            ))),
+        }
     }
 
     fn write_options(&self) -> Result<WriteOptions, ApiError> {
@@ -308,7 +315,7 @@ pub async fn handle(
             if let crate::patch::Patch::Apply(config) = patch {
                 let apply = ApplyOptions {
                     manager: call.param("fieldManager").to_owned(),
-                    force: call.flag("force"),
+                    force: call.flag("force")?,
                 };
                 if apply.manager.is_empty() {
                     return Err(ApiError::bad_request(
@@ -531,7 +538,7 @@ async fn watch(
         fields: list.fields,
         resource_version: list.resource_version,
         resource_version_match: list.resource_version_match,
-        bookmarks: call.flag("allowWatchBookmarks"),
+        bookmarks: call.flag("allowWatchBookmarks")?,
         send_initial_events,
         bookmark_interval: Duration::from_secs(60),
     };
