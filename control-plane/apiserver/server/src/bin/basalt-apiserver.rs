@@ -18,6 +18,12 @@ use clap::Parser;
 use store_raft::{NodeConfig, StoreNode};
 use tracing_subscriber::EnvFilter;
 
+// The server allocates many small JSON maps from many threads; glibc's allocator spent a
+// fifth of the CPU of the API server benchmark and grew arenas per thread (see
+// docs/benchmarks.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser, Debug)]
 #[command(name = "basalt-apiserver", about = "Basalt's Kubernetes API server")]
 struct Args {
