@@ -2,16 +2,15 @@
 //! the server: pod creates and gets with requests in flight, a full list of every pod, and
 //! one write fanned out to many watchers.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use futures::{StreamExt, TryStreamExt};
+use futures::{AsyncBufReadExt, TryStreamExt};
 use k8s_openapi::api::core::v1::{Namespace, Pod};
-use kube::api::{PostParams, WatchEvent, WatchParams};
+use kube::api::PostParams;
 use kube::{Api, Client};
 use serde_json::json;
-use tokio::sync::Mutex;
 
 use crate::bench::stats::{Latencies, micros};
 
@@ -140,40 +139,42 @@ pub async fn fan_out(
         .metadata
         .resource_version
         .unwrap_or_default();
-    let sent: Arc<Mutex<Vec<Option<Instant>>>> = Arc::new(Mutex::new(vec![None; events + 1]));
+    // When each write was sent; set once, read by every watcher without a lock.
+    let sent: Arc<[OnceLock<Instant>]> = (0..=events).map(|_| OnceLock::new()).collect();
     let (ready_tx, mut ready_rx) = tokio::sync::mpsc::channel::<()>(watchers);
     let mut tasks = Vec::with_capacity(watchers);
     for _ in 0..watchers {
-        let (pods, version, ready, sent) = (
-            pods.clone(),
+        let (client, version, ready, sent) = (
+            client.clone(),
             version.clone(),
             ready_tx.clone(),
             sent.clone(),
         );
+        let path = format!(
+            "/api/v1/namespaces/{namespace}/pods?watch=true&resourceVersion={version}&timeoutSeconds=290"
+        );
         tasks.push(tokio::spawn(async move {
-            let mut stream = pods
-                .watch(&WatchParams::default().timeout(290), &version)
-                .await?
-                .boxed();
+            // Raw event lines, not typed Pods: decoding a thousand Pods per write on the same
+            // two cores would measure the client, not the server's delivery.
+            let request = http::Request::get(path).body(Vec::new())?;
+            let mut lines = client.request_stream(request).await?.lines();
             let mut samples = Vec::with_capacity(events);
             let mut seen = 0;
-            while let Some(event) = stream.try_next().await? {
-                let WatchEvent::Added(pod) = event else {
-                    continue;
-                };
+            while let Some(line) = lines.try_next().await? {
                 let received = Instant::now();
+                if !line.starts_with(r#"{"type":"ADDED""#) {
+                    continue;
+                }
                 // Pod 0 is the barrier that shows every watcher is listening.
-                let index: usize = pod
-                    .metadata
-                    .name
-                    .as_deref()
-                    .and_then(|n| n.strip_prefix("event-"))
+                let index: usize = line
+                    .split_once(r#""name":"event-"#)
+                    .and_then(|(_, rest)| rest.split('"').next())
                     .and_then(|n| n.parse().ok())
                     .unwrap_or(usize::MAX);
                 if index == 0 {
                     let _ = ready.send(()).await;
-                } else if let Some(Some(at)) = sent.lock().await.get(index).copied() {
-                    samples.push(micros(received.saturating_duration_since(at)));
+                } else if let Some(at) = sent.get(index).and_then(OnceLock::get) {
+                    samples.push(micros(received.saturating_duration_since(*at)));
                 }
                 seen += 1;
                 if seen > events {
@@ -197,7 +198,9 @@ pub async fn fan_out(
     }
     let started = Instant::now();
     for i in 1..=events {
-        sent.lock().await[i] = Some(Instant::now());
+        if let Some(at) = sent.get(i) {
+            let _ = at.set(Instant::now());
+        }
         pods.create(&PostParams::default(), &pod(&format!("event-{i}"))?)
             .await?;
         tokio::time::sleep(gap).await;

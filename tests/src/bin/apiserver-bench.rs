@@ -7,7 +7,8 @@
 //! 2. pod gets with 1 and 64 in flight;
 //! 3. the store filled to `--pods` pods (unmeasured), then `--lists` unpaged lists of every pod;
 //! 4. one write fanned out: `--watchers` watches on a namespace, `--events` pods created there
-//!    one at a time, each delivery timed from the create being sent to the event being read;
+//!    one at a time, each delivery timed from the create being sent to the event line being
+//!    read (watchers read raw lines: decoding typed Pods would measure this client);
 //! 5. the server's peak resident memory (VmHWM) with every pod stored.
 //!
 //! There is no kube-apiserver on this machine to run beside it, so the figures are compared

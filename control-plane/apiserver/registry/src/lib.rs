@@ -15,6 +15,7 @@ pub mod fields;
 pub mod jsonpath;
 pub mod object;
 pub mod selector;
+pub mod shared;
 pub mod strategy;
 pub mod types;
 pub mod validation;

@@ -59,11 +59,11 @@ pub struct ListOptions {
     pub resource_version_match: String,
 }
 
-/// A page of a list.
+/// A page of a list: its objects, or what the caller made of each ([`Registry::list_with`]).
 #[derive(Debug, Clone)]
-pub struct ListPage {
+pub struct ListPage<T = Object> {
     /// The objects.
-    pub items: Vec<Object>,
+    pub items: Vec<T>,
     /// The revision it was read at.
     pub revision: i64,
     /// Where the next page starts, if there is one.
@@ -113,6 +113,8 @@ pub struct Registry {
     backend: Arc<dyn Backend>,
     catalog: Arc<Catalog>,
     services: Option<Arc<ServiceAllocator>>,
+    /// Changes recently decoded for watchers.
+    events: Arc<crate::shared::EventCache>,
 }
 
 const GENERATE_NAME_CHARS: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
@@ -138,6 +140,7 @@ impl Registry {
             backend,
             catalog,
             services: None,
+            events: Arc::default(),
         }
     }
 
@@ -162,6 +165,11 @@ impl Registry {
     /// The catalog served.
     pub fn catalog(&self) -> &Arc<Catalog> {
         &self.catalog
+    }
+
+    /// Changes recently decoded for watchers.
+    pub(crate) fn events(&self) -> &crate::shared::EventCache {
+        &self.events
     }
 
     /// The storage backend.
@@ -458,6 +466,19 @@ impl Registry {
         namespace: Option<&str>,
         options: &ListOptions,
     ) -> Result<ListPage, ApiError> {
+        self.list_with(resource, namespace, options, &mut Ok).await
+    }
+
+    /// [`Registry::list`], keeping what `keep` makes of each matching object instead of the
+    /// object, so a large list need not hold every decoded object at once (the server keeps
+    /// each one's encoding).
+    pub async fn list_with<T>(
+        &self,
+        resource: &Resource,
+        namespace: Option<&str>,
+        options: &ListOptions,
+        keep: &mut (dyn FnMut(Object) -> Result<T, ApiError> + Send),
+    ) -> Result<ListPage<T>, ApiError> {
         let prefix = resource.namespace_prefix(namespace);
         let (mut revision, mut start) = match &options.continue_token {
             Some(token) => {
@@ -495,7 +516,7 @@ impl Registry {
             for kv in &page.kvs {
                 let object = self.decode_as(resource, kv)?;
                 if options.labels.matches(&object) && options.fields.matches(&object) {
-                    items.push(object);
+                    items.push(keep(object)?);
                 }
             }
             let done = options.limit == 0 || items.len() >= options.limit;

@@ -7,13 +7,14 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
-use apiserver_storage::{Change, ChangeKind, StorageError, WatchItem, WatchStream};
+use apiserver_storage::{Change, ChangeKind, Kv, StorageError, WatchItem, WatchStream};
 use serde_json::json;
 
 use crate::catalog::Resource;
 use crate::error::ApiError;
 use crate::object::{Object, set_resource_version};
 use crate::selector::{FieldSelector, LabelSelector};
+use crate::shared::SharedObject;
 use crate::store::{ListOptions, Registry, parse_resource_version};
 
 /// How a watch is opened.
@@ -40,8 +41,17 @@ pub struct WatchOptions {
 pub struct WatchEvent {
     /// `ADDED`, `MODIFIED`, `DELETED`, `BOOKMARK` or `ERROR`.
     pub kind: &'static str,
-    /// The object (a Status for ERROR).
-    pub object: Object,
+    /// The object (a Status for ERROR), shared with the other watchers of the same change.
+    pub object: Arc<SharedObject>,
+}
+
+impl WatchEvent {
+    fn new(kind: &'static str, object: Object) -> WatchEvent {
+        WatchEvent {
+            kind,
+            object: SharedObject::new(object),
+        }
+    }
 }
 
 /// An open watch.
@@ -102,19 +112,13 @@ impl Registry {
                 )
                 .await?;
             for object in page.items {
-                queued.push_back(WatchEvent {
-                    kind: "ADDED",
-                    object,
-                });
+                queued.push_back(WatchEvent::new("ADDED", object));
             }
             if options.send_initial_events == Some(true) {
                 let mut bookmark = bookmark(&resource, page.revision);
                 crate::object::metadata_mut(&mut bookmark)
                     .insert("annotations".into(), json!({INITIAL_EVENTS_END: "true"}));
-                queued.push_back(WatchEvent {
-                    kind: "BOOKMARK",
-                    object: bookmark,
-                });
+                queued.push_back(WatchEvent::new("BOOKMARK", bookmark));
             }
             page.revision
         } else {
@@ -160,10 +164,7 @@ fn bookmark(resource: &Resource, revision: i64) -> Object {
 
 fn expired(revision: i64) -> WatchEvent {
     let status = ApiError::gone(format!("too old resource version: {revision}")).status();
-    WatchEvent {
-        kind: "ERROR",
-        object: status.as_object().cloned().unwrap_or_default(),
-    }
+    WatchEvent::new("ERROR", status.as_object().cloned().unwrap_or_default())
 }
 
 impl Watch {
@@ -195,10 +196,10 @@ impl Watch {
                 }
                 Ok(WatchItem::Progress(revision)) => {
                     if self.options.bookmarks {
-                        self.queued.push_back(WatchEvent {
-                            kind: "BOOKMARK",
-                            object: bookmark(&self.resource, revision),
-                        });
+                        self.queued.push_back(WatchEvent::new(
+                            "BOOKMARK",
+                            bookmark(&self.resource, revision),
+                        ));
                     }
                 }
                 Err(StorageError::Compacted { requested, .. }) => {
@@ -225,46 +226,61 @@ impl Watch {
         let old = change
             .prev
             .as_ref()
-            .map(|kv| self.registry.decode_as(&self.resource, kv))
+            .map(|kv| self.shared(kv, kv.mod_revision, false))
             .transpose()?;
-        let old_matches = old.as_ref().is_some_and(|o| self.matches(o));
-        let event = match change.kind {
-            ChangeKind::Delete => old.filter(|_| old_matches).map(|mut object| {
-                set_resource_version(&mut object, revision);
-                WatchEvent {
+        let old_matches = old.as_ref().is_some_and(|o| self.matches(o.object()));
+        // An object that leaves is shown in its last state at the revision it left.
+        let gone = |prev: Option<&Kv>| -> Result<Option<WatchEvent>, ApiError> {
+            match prev {
+                Some(prev) if old_matches => Ok(Some(WatchEvent {
                     kind: "DELETED",
-                    object,
-                }
-            }),
-            ChangeKind::Put => {
-                let new = self.registry.decode_as(&self.resource, &change.kv)?;
-                match (old_matches, self.matches(&new)) {
-                    (true, true) => Some(WatchEvent {
-                        kind: "MODIFIED",
-                        object: new,
-                    }),
-                    (false, true) => Some(WatchEvent {
-                        kind: "ADDED",
-                        object: new,
-                    }),
-                    (true, false) => old.map(|mut object| {
-                        set_resource_version(&mut object, revision);
-                        WatchEvent {
-                            kind: "DELETED",
-                            object,
-                        }
-                    }),
-                    (false, false) => None,
-                }
+                    object: self.shared(prev, revision, true)?,
+                })),
+                _ => Ok(None),
             }
         };
-        Ok(event)
+        match change.kind {
+            ChangeKind::Delete => gone(change.prev.as_ref()),
+            ChangeKind::Put => {
+                let new = self.shared(&change.kv, revision, false)?;
+                match (old_matches, self.matches(new.object())) {
+                    (true, true) => Ok(Some(WatchEvent {
+                        kind: "MODIFIED",
+                        object: new,
+                    })),
+                    (false, true) => Ok(Some(WatchEvent {
+                        kind: "ADDED",
+                        object: new,
+                    })),
+                    (true, false) => gone(change.prev.as_ref()),
+                    (false, false) => Ok(None),
+                }
+            }
+        }
+    }
+
+    /// The object of `kv` shown at `revision`, decoded once for every watcher of the change
+    /// (custom resources, shown in the version each watcher asked for, decode their own).
+    fn shared(&self, kv: &Kv, revision: i64, deleted: bool) -> Result<Arc<SharedObject>, ApiError> {
+        let decode = || {
+            let mut object = self.registry.decode_as(&self.resource, kv)?;
+            if deleted {
+                set_resource_version(&mut object, revision);
+            }
+            Ok(object)
+        };
+        if self.resource.custom {
+            return decode().map(SharedObject::new);
+        }
+        self.registry
+            .events()
+            .get_or_decode(kv, revision, deleted, decode)
     }
 }
 
 fn error_event(error: &ApiError) -> WatchEvent {
-    WatchEvent {
-        kind: "ERROR",
-        object: error.status().as_object().cloned().unwrap_or_default(),
-    }
+    WatchEvent::new(
+        "ERROR",
+        error.status().as_object().cloned().unwrap_or_default(),
+    )
 }

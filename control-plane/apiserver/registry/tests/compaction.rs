@@ -107,7 +107,7 @@ async fn compacted_history_is_gone_for_continue_tokens_and_watches() {
         .unwrap();
     let event = watch.next().await.unwrap();
     assert_eq!(event.kind, "ERROR");
-    assert_eq!(event.object["code"], 410);
+    assert_eq!(event.object.object()["code"], 410);
     assert!(
         watch.next().await.is_none(),
         "the watch ends after the error"

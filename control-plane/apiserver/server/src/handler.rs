@@ -477,6 +477,9 @@ async fn list(
     call: &Call<'_>,
 ) -> Result<Response<Body>, ApiError> {
     let options = list_options(call, resource)?;
+    if call.representation == Representation::Object {
+        return list_encoded(registry, resource, call, &options).await;
+    }
     let page = registry.list(resource, call.namespace(), &options).await?;
     let rv = page.revision.to_string();
     if call.representation == Representation::Table {
@@ -489,26 +492,58 @@ async fn list(
         );
         return Ok(response::json(StatusCode::OK, &table));
     }
-    let mut metadata = json!({"resourceVersion": rv});
+    let metadata = list_metadata(&page);
+    let items: Vec<Value> = page
+        .items
+        .into_iter()
+        .map(response::partial_metadata)
+        .collect();
+    let list = json!({"kind": "PartialObjectMetadataList", "apiVersion": "meta.k8s.io/v1",
+                      "metadata": metadata, "items": items});
+    Ok(response::json(StatusCode::OK, &list))
+}
+
+/// A list of the objects themselves, each encoded as soon as it is read, so a list of
+/// thousands never holds them all decoded (nor a second copy to serialize).
+async fn list_encoded(
+    registry: &Registry,
+    resource: &Resource,
+    call: &Call<'_>,
+    options: &ListOptions,
+) -> Result<Response<Body>, ApiError> {
+    let mut encode =
+        |object: Object| serde_json::to_vec(&object).map_err(|e| ApiError::internal(e.to_string()));
+    let page = registry
+        .list_with(resource, call.namespace(), options, &mut encode)
+        .await?;
+    let head = json!({"kind": format!("{}List", resource.kind), "apiVersion": resource.api_version(),
+                      "metadata": list_metadata(&page)});
+    let mut body = serde_json::to_vec(&head).map_err(|e| ApiError::internal(e.to_string()))?;
+    // `head` is an object: reopen it to append the items.
+    body.pop();
+    let size: usize = page.items.iter().map(|i| i.len() + 1).sum();
+    body.reserve(size + 12);
+    body.extend_from_slice(b",\"items\":[");
+    for (i, item) in page.items.iter().enumerate() {
+        if i > 0 {
+            body.push(b',');
+        }
+        body.extend_from_slice(item);
+    }
+    body.extend_from_slice(b"]}");
+    Ok(response::json_bytes(StatusCode::OK, Bytes::from(body)))
+}
+
+/// A list's metadata: its resourceVersion, continue token and remaining count.
+fn list_metadata<T>(page: &apiserver_registry::store::ListPage<T>) -> Value {
+    let mut metadata = json!({"resourceVersion": page.revision.to_string()});
     if let Some(token) = &page.continue_token {
         metadata["continue"] = json!(token);
     }
     if let Some(remaining) = page.remaining.filter(|r| *r > 0) {
         metadata["remainingItemCount"] = json!(remaining);
     }
-    let list = if call.representation == Representation::Metadata {
-        let items: Vec<Value> = page
-            .items
-            .into_iter()
-            .map(response::partial_metadata)
-            .collect();
-        json!({"kind": "PartialObjectMetadataList", "apiVersion": "meta.k8s.io/v1",
-               "metadata": metadata, "items": items})
-    } else {
-        json!({"kind": format!("{}List", resource.kind), "apiVersion": resource.api_version(),
-               "metadata": metadata, "items": page.items})
-    };
-    Ok(response::json(StatusCode::OK, &list))
+    metadata
 }
 
 async fn watch(
@@ -556,16 +591,26 @@ async fn watch(
         Some((event, watch))
     })
     .map(move |event: WatchEvent| {
-        let object = if as_table && matches!(event.kind, "ADDED" | "MODIFIED" | "DELETED") {
-            let rv = apiserver_registry::object::resource_version(&event.object).to_owned();
-            table::table(&resource, &[event.object], &rv, None, &include)
-        } else if as_metadata && event.kind != "ERROR" {
-            response::partial_metadata(event.object)
+        let kind = event.kind;
+        let object = if as_table && matches!(kind, "ADDED" | "MODIFIED" | "DELETED") {
+            let object = event.object.into_object();
+            let rv = apiserver_registry::object::resource_version(&object).to_owned();
+            table::table(&resource, &[object], &rv, None, &include)
+        } else if as_metadata && kind != "ERROR" {
+            response::partial_metadata(event.object.into_object())
         } else {
-            Value::Object(event.object)
+            // The common case: the object's encoding is shared by every watcher of the change.
+            let json = event.object.json();
+            let mut line = Vec::with_capacity(json.len() + 32);
+            line.extend_from_slice(b"{\"type\":\"");
+            line.extend_from_slice(kind.as_bytes());
+            line.extend_from_slice(b"\",\"object\":");
+            line.extend_from_slice(json);
+            line.extend_from_slice(b"}\n");
+            return Ok(Frame::data(Bytes::from(line)));
         };
         let mut line =
-            serde_json::to_vec(&json!({"type": event.kind, "object": object})).unwrap_or_default();
+            serde_json::to_vec(&json!({"type": kind, "object": object})).unwrap_or_default();
         line.push(b'\n');
         Ok::<_, std::convert::Infallible>(Frame::data(Bytes::from(line)))
     });

@@ -28,17 +28,22 @@ pub fn json_typed(status: StatusCode, value: &Value, content_type: &'static str)
     response
 }
 
-/// Pre-encoded JSON with an ETag (cached documents such as OpenAPI).
-pub fn raw_json(status: StatusCode, body: Bytes, etag: &str) -> Response<Body> {
+/// Pre-encoded JSON.
+pub fn json_bytes(status: StatusCode, body: Bytes) -> Response<Body> {
     let mut response = Response::new(Full::new(body).boxed_unsync());
     *response.status_mut() = status;
-    let headers = response.headers_mut();
-    headers.insert(
+    response.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
     );
+    response
+}
+
+/// Pre-encoded JSON with an ETag (cached documents such as OpenAPI).
+pub fn raw_json(status: StatusCode, body: Bytes, etag: &str) -> Response<Body> {
+    let mut response = json_bytes(status, body);
     if let Ok(etag) = HeaderValue::from_str(&format!("\"{etag}\"")) {
-        headers.insert(header::ETAG, etag);
+        response.headers_mut().insert(header::ETAG, etag);
     }
     response
 }
