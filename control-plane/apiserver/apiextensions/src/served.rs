@@ -226,6 +226,7 @@ async fn load(registry: &Registry) -> Result<(BTreeMap<String, Object>, i64), Ap
             start: String::new(),
             limit: 0,
             revision: 0,
+            serializable: false,
         })
         .await
         .map_err(ApiError::from_storage)?;
@@ -344,6 +345,7 @@ async fn clean_up(
         return;
     };
     let instances = resource(&crd, storage, true);
+    let uid = crd.metadata.uid.as_deref().unwrap_or("");
     loop {
         if definitions.strong_count() == 0 {
             return;
@@ -366,6 +368,10 @@ async fn clean_up(
                 None,
                 &WriteOptions::default(),
                 &|mut current| {
+                    // A definition made again under the same name is not the one cleaned up.
+                    if object::uid(&current) != uid {
+                        return Ok(current);
+                    }
                     let mut finalizers = object::finalizers(&current);
                     finalizers.retain(|f| f != CLEANUP_FINALIZER);
                     object::set_finalizers(&mut current, &finalizers);

@@ -109,6 +109,7 @@ async fn load(registry: &Registry) -> Result<(BTreeMap<String, Object>, i64), Ap
             start: String::new(),
             limit: 0,
             revision: 0,
+            serializable: false,
         })
         .await
         .map_err(ApiError::from_storage)?;

@@ -382,6 +382,7 @@ impl ServiceAllocator {
                 start: String::new(),
                 limit: 0,
                 revision: 0,
+                serializable: false,
             })
             .await
             .map_err(ApiError::from_storage)?;
@@ -441,6 +442,7 @@ async fn list_keys(backend: &dyn Backend, prefix: &str) -> Result<HashSet<String
             start: String::new(),
             limit: 0,
             revision: 0,
+            serializable: false,
         })
         .await
         .map_err(ApiError::from_storage)?;

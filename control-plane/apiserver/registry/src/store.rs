@@ -299,12 +299,22 @@ impl Registry {
             return Ok(());
         };
         let key = namespaces.key(None, namespace);
-        match self
+        // This member's state answers nearly always; a namespace it does not know yet may have
+        // just been created elsewhere, so only a miss is confirmed with a linearizable read.
+        let known = self
             .backend
-            .get(&key)
+            .get_serializable(&key)
             .await
-            .map_err(ApiError::from_storage)?
-        {
+            .map_err(ApiError::from_storage)?;
+        let found = match known {
+            Some(kv) => Some(kv),
+            None => self
+                .backend
+                .get(&key)
+                .await
+                .map_err(ApiError::from_storage)?,
+        };
+        match found {
             None => Err(ApiError::not_found(subject(&namespaces, namespace))),
             Some(kv) => {
                 let ns = self.decode(&kv)?;
@@ -480,12 +490,15 @@ impl Registry {
         keep: &mut (dyn FnMut(Object) -> Result<T, ApiError> + Send),
     ) -> Result<ListPage<T>, ApiError> {
         let prefix = resource.namespace_prefix(namespace);
-        let (mut revision, mut start) = match &options.continue_token {
+        let (mut revision, serializable, mut start) = match &options.continue_token {
             Some(token) => {
                 let (revision, start) = continuation::decode(token)?;
-                (revision, format!("{prefix}{start}"))
+                (revision, false, format!("{prefix}{start}"))
             }
-            None => (self.list_revision(options).await?, String::new()),
+            None => {
+                let (revision, serializable) = self.list_revision(options).await?;
+                (revision, serializable, String::new())
+            }
         };
         let filtered = !options.labels.is_empty() || !options.fields.is_empty();
         let mut items = Vec::new();
@@ -502,6 +515,7 @@ impl Registry {
                     start: start.clone(),
                     limit: want,
                     revision,
+                    serializable,
                 })
                 .await
                 .map_err(|e| match e {
@@ -543,8 +557,11 @@ impl Registry {
         }
     }
 
-    /// The revision a first page is read at, from `resourceVersion` and its match rule.
-    async fn list_revision(&self, options: &ListOptions) -> Result<i64, ApiError> {
+    /// The revision a first page is read at (0: the latest), from `resourceVersion` and its
+    /// match rule, and whether this member's state may serve it without a round to the leader:
+    /// `resourceVersion=0` asks for any recent state, and a "not older than" read is served
+    /// once this member has caught up with the version asked for.
+    async fn list_revision(&self, options: &ListOptions) -> Result<(i64, bool), ApiError> {
         let version = parse_resource_version(&options.resource_version)?;
         match (version, options.resource_version_match.as_str()) {
             (_, m) if !matches!(m, "" | "Exact" | "NotOlderThan") => {
@@ -555,7 +572,7 @@ impl Registry {
             (None, "Exact" | "NotOlderThan") => Err(ApiError::bad_request(
                 "resourceVersionMatch is forbidden unless resourceVersion is provided",
             )),
-            (Some(version), "Exact") => Ok(version),
+            (Some(version), "Exact") => Ok((version, false)),
             (Some(version), _) if version > 0 => {
                 let current = self
                     .backend
@@ -567,10 +584,11 @@ impl Registry {
                         "Too large resource version: {version}, current: {current}"
                     )))
                 } else {
-                    Ok(0)
+                    Ok((0, true))
                 }
             }
-            _ => Ok(0),
+            (Some(_), _) => Ok((0, true)),
+            (None, _) => Ok((0, false)),
         }
     }
 

@@ -11,9 +11,13 @@ pub async fn admit(registry: &Registry, namespace: &str, pod: &mut Object) -> Re
     let Some(ranges) = registry.catalog().get("", "v1", "limitranges") else {
         return Ok(());
     };
-    let page = registry
-        .list(&ranges, Some(namespace), &ListOptions::default())
-        .await?;
+    // Like kube-apiserver's LimitRanger, which reads from its informer's cache: any recent
+    // state will do, so no round to the leader on every pod create.
+    let recent = ListOptions {
+        resource_version: "0".into(),
+        ..ListOptions::default()
+    };
+    let page = registry.list(&ranges, Some(namespace), &recent).await?;
     if page.items.is_empty() {
         return Ok(());
     }

@@ -363,6 +363,14 @@ impl Backend for Encrypted {
             .transpose()
     }
 
+    async fn get_serializable(&self, key: &str) -> Result<Option<Kv>, StorageError> {
+        self.inner
+            .get_serializable(key)
+            .await?
+            .map(|kv| self.encryption.open_kv(kv))
+            .transpose()
+    }
+
     async fn list(&self, request: &ListRequest) -> Result<ListResult, StorageError> {
         let mut result = self.inner.list(request).await?;
         result.kvs = result

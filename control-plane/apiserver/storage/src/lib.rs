@@ -42,6 +42,9 @@ pub struct ListRequest {
     pub limit: usize,
     /// Read as of this revision; 0 means the latest (linearizable).
     pub revision: i64,
+    /// Read this member's applied state without first confirming it is the cluster's latest
+    /// (a serializable read): what `resourceVersion=0` and "not older than" reads allow.
+    pub serializable: bool,
 }
 
 /// What a list found.
@@ -106,6 +109,12 @@ pub trait WatchStream: Send {
 pub trait Backend: Send + Sync + 'static {
     /// The current value of a key (linearizable).
     async fn get(&self, key: &str) -> Result<Option<Kv>, StorageError>;
+
+    /// The value of a key in this member's applied state, which may trail the cluster's
+    /// latest (a serializable read: no round to the leader).
+    async fn get_serializable(&self, key: &str) -> Result<Option<Kv>, StorageError> {
+        self.get(key).await
+    }
 
     /// A page of the keys under a prefix.
     async fn list(&self, request: &ListRequest) -> Result<ListResult, StorageError>;

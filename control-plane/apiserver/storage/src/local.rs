@@ -28,6 +28,16 @@ impl LocalBackend {
         LocalBackend { node }
     }
 
+    /// One key, linearizable or from this member's applied state.
+    async fn read_key(&self, key: &str, serializable: bool) -> Result<Option<Kv>, StorageError> {
+        let (response, _) = self
+            .node
+            .range(&key_only(key), serializable)
+            .await
+            .map_err(from_store)?;
+        Ok(response.kvs.into_iter().next().map(kv))
+    }
+
     async fn txn(&self, txn: TxnRequest) -> Result<(i64, TxnResponse), StorageError> {
         let outcome = self.node.propose(Op::Txn(txn)).await.map_err(from_store)?;
         match outcome.response {
@@ -104,12 +114,11 @@ fn at_revision(error: StorageError, requested: i64) -> StorageError {
 #[async_trait]
 impl Backend for LocalBackend {
     async fn get(&self, key: &str) -> Result<Option<Kv>, StorageError> {
-        let (response, _) = self
-            .node
-            .range(&key_only(key), false)
-            .await
-            .map_err(from_store)?;
-        Ok(response.kvs.into_iter().next().map(kv))
+        self.read_key(key, false).await
+    }
+
+    async fn get_serializable(&self, key: &str) -> Result<Option<Kv>, StorageError> {
+        self.read_key(key, true).await
     }
 
     async fn list(&self, request: &ListRequest) -> Result<ListResult, StorageError> {
@@ -127,7 +136,7 @@ impl Backend for LocalBackend {
         };
         let (response, current) = self
             .node
-            .range(&range, false)
+            .range(&range, request.serializable)
             .await
             .map_err(|e| at_revision(from_store(e), request.revision))?;
         let returned = response.kvs.len() as i64;
