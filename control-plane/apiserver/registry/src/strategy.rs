@@ -87,14 +87,18 @@ pub fn normalize_as<T: DeserializeOwned + Serialize>(
     object: Object,
 ) -> Result<(Object, Vec<String>), String> {
     let value = Value::Object(object);
-    let typed: T = serde_path_to_error::deserialize(&value).map_err(|e| {
-        let path = e.path().to_string();
-        if path == "." {
-            e.inner().to_string()
-        } else {
-            format!("{path}: {}", e.inner())
-        }
-    })?;
+    // Tracking the path costs on every field; only a body that fails needs it, for the message.
+    let typed: T = match T::deserialize(&value) {
+        Ok(typed) => typed,
+        Err(_) => serde_path_to_error::deserialize(&value).map_err(|e| {
+            let path = e.path().to_string();
+            if path == "." {
+                e.inner().to_string()
+            } else {
+                format!("{path}: {}", e.inner())
+            }
+        })?,
+    };
     let normalized = serde_json::to_value(&typed).map_err(|e| e.to_string())?;
     let mut unknown = Vec::new();
     dropped_fields(&value, &normalized, "", &mut unknown);
