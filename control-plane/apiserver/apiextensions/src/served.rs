@@ -16,7 +16,7 @@ use apiserver_registry::object::{self, Object};
 use apiserver_registry::store::{DeleteOptions, ListOptions, WriteOptions};
 use apiserver_registry::validation::NameRule;
 use apiserver_registry::{ApiError, Registry, Resource};
-use apiserver_storage::{ChangeKind, ListRequest, WatchItem};
+use apiserver_storage::{ChangeKind, WatchItem};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
     CustomResourceDefinition, CustomResourceDefinitionVersion, JSONSchemaProps,
 };
@@ -131,7 +131,7 @@ impl Definitions {
     /// Serves every stored definition and follows their changes until the returned value is
     /// dropped.
     pub async fn start(registry: Registry) -> Result<Arc<Definitions>, ApiError> {
-        let (objects, revision) = load(&registry).await?;
+        let (objects, revision) = registry.read_prefix(&prefix()).await?;
         let definitions = Arc::new(Definitions {
             seen: tokio::sync::watch::channel(revision).0,
             cleaning: Mutex::new(BTreeSet::new()),
@@ -217,29 +217,6 @@ impl Definitions {
     }
 }
 
-/// Every stored definition, by key, and the revision they were read at.
-async fn load(registry: &Registry) -> Result<(BTreeMap<String, Object>, i64), ApiError> {
-    let page = registry
-        .backend()
-        .list(&ListRequest {
-            prefix: prefix(),
-            start: String::new(),
-            limit: 0,
-            revision: 0,
-            serializable: false,
-        })
-        .await
-        .map_err(ApiError::from_storage)?;
-    let mut objects = BTreeMap::new();
-    for kv in &page.kvs {
-        objects.insert(
-            String::from_utf8_lossy(&kv.key).into_owned(),
-            registry.decode(kv)?,
-        );
-    }
-    Ok((objects, page.revision))
-}
-
 /// Applies the store's changes to the catalog until the definitions are dropped; relists
 /// when the watch ends (a compaction, a store restart).
 async fn follow(
@@ -257,7 +234,7 @@ async fn follow(
             let Some(owner) = definitions.upgrade() else {
                 return;
             };
-            match load(&registry).await {
+            match registry.read_prefix(&prefix()).await {
                 Ok((objects, at)) => {
                     let gone: Vec<String> = served
                         .keys()

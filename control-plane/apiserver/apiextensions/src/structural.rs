@@ -43,6 +43,15 @@ fn additional(schema: &JSONSchemaProps) -> Option<&JSONSchemaProps> {
     }
 }
 
+/// The schema of an object's member `field`: a named property, or the map's value schema.
+fn schema_of<'a>(schema: &'a JSONSchemaProps, field: &str) -> Option<&'a JSONSchemaProps> {
+    schema
+        .properties
+        .as_ref()
+        .and_then(|p| p.get(field))
+        .or_else(|| additional(schema))
+}
+
 fn allows_any_property(schema: &JSONSchemaProps) -> bool {
     matches!(
         schema.additional_properties,
@@ -69,11 +78,7 @@ pub fn prune(
                 if embedded && OBJECT_FIELDS.contains(&field.as_str()) {
                     continue;
                 }
-                let member_schema = schema
-                    .properties
-                    .as_ref()
-                    .and_then(|p| p.get(field))
-                    .or_else(|| additional(schema));
+                let member_schema = schema_of(schema, field);
                 match member_schema {
                     Some(s) if member.is_null() && s.nullable != Some(true) => {
                         removed.push(field.clone())
@@ -402,11 +407,7 @@ fn object(
         if root && OBJECT_FIELDS.contains(&field.as_str()) {
             continue;
         }
-        let member_schema = schema
-            .properties
-            .as_ref()
-            .and_then(|p| p.get(field))
-            .or_else(|| additional(schema));
+        let member_schema = schema_of(schema, field);
         if let Some(member_schema) = member_schema {
             validate(member_schema, member, &child(path, field), false, errors);
         }

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use apiserver_registry::store::WriteOptions;
 use apiserver_registry::{ApiError, Object, Registry};
-use apiserver_storage::{ChangeKind, ListRequest, WatchItem};
+use apiserver_storage::{ChangeKind, WatchItem};
 use async_trait::async_trait;
 use parking_lot::RwLock;
 use serde::Deserialize;
@@ -39,7 +39,7 @@ pub struct Rbac {
 impl Rbac {
     /// Loads the policy and keeps it current until the returned value is dropped.
     pub async fn start(registry: Registry) -> Result<Arc<Rbac>, ApiError> {
-        let (objects, revision) = load(&registry).await?;
+        let (objects, revision) = registry.read_prefix(PREFIX).await?;
         let rbac = Arc::new(Rbac {
             policy: RwLock::new(Arc::new(Policy::build(&Objects::from(&objects)))),
             seen: tokio::sync::watch::channel(revision).0,
@@ -100,29 +100,6 @@ impl<'a> From<&'a BTreeMap<String, Object>> for Objects<'a> {
     }
 }
 
-/// Every stored RBAC object, by key, and the revision they were read at.
-async fn load(registry: &Registry) -> Result<(BTreeMap<String, Object>, i64), ApiError> {
-    let page = registry
-        .backend()
-        .list(&ListRequest {
-            prefix: PREFIX.into(),
-            start: String::new(),
-            limit: 0,
-            revision: 0,
-            serializable: false,
-        })
-        .await
-        .map_err(ApiError::from_storage)?;
-    let mut objects = BTreeMap::new();
-    for kv in &page.kvs {
-        objects.insert(
-            String::from_utf8_lossy(&kv.key).into_owned(),
-            registry.decode(kv)?,
-        );
-    }
-    Ok((objects, page.revision))
-}
-
 /// Applies the store's changes to the policy until the authorizer is dropped; relists when
 /// the watch ends (a compaction, a store restart).
 async fn follow(
@@ -143,7 +120,7 @@ async fn follow(
             if rbac.strong_count() == 0 {
                 return;
             }
-            match load(&registry).await {
+            match registry.read_prefix(PREFIX).await {
                 Ok((fresh, at)) => {
                     objects = fresh;
                     revision = at;

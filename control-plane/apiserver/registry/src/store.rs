@@ -189,6 +189,33 @@ impl Registry {
         Ok(object)
     }
 
+    /// Every object stored under `prefix`, by key, and the revision they were read at: what a
+    /// cache loads before it watches from that revision.
+    pub async fn read_prefix(
+        &self,
+        prefix: &str,
+    ) -> Result<(std::collections::BTreeMap<String, Object>, i64), ApiError> {
+        let page = self
+            .backend
+            .list(&ListRequest {
+                prefix: prefix.to_owned(),
+                start: String::new(),
+                limit: 0,
+                revision: 0,
+                serializable: false,
+            })
+            .await
+            .map_err(ApiError::from_storage)?;
+        let mut objects = std::collections::BTreeMap::new();
+        for kv in &page.kvs {
+            objects.insert(
+                String::from_utf8_lossy(&kv.key).into_owned(),
+                self.decode(kv)?,
+            );
+        }
+        Ok((objects, page.revision))
+    }
+
     /// Decodes a stored object of `resource` as that resource serves it: a custom resource
     /// served in several versions is stored in one, and the others differ only in their
     /// apiVersion (conversion `None`).
