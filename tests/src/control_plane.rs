@@ -12,6 +12,7 @@ use rcgen::{
     KeyPair, SanType,
 };
 
+use crate::component::Component;
 use crate::process::binary;
 
 /// A user of the test cluster, as its client certificate names it.
@@ -47,6 +48,13 @@ pub const KUBELET: TestUser = TestUser {
     context: "kubelet",
     name: "system:node:n1",
     groups: &["system:nodes"],
+};
+
+/// The controller manager (bound to `system:kube-controller-manager`).
+pub const CONTROLLER_MANAGER: TestUser = TestUser {
+    context: "controller-manager",
+    name: "system:kube-controller-manager",
+    groups: &[],
 };
 
 /// A running API server; killed and its directory removed on drop.
@@ -112,7 +120,7 @@ impl ControlPlane {
 
         let mut users = String::new();
         let mut contexts = String::new();
-        for user in [&ADMIN, &BOB, &ALICE, &KUBELET] {
+        for user in [&ADMIN, &BOB, &ALICE, &KUBELET, &CONTROLLER_MANAGER] {
             let mut params = CertificateParams::new(Vec::<String>::new()).expect("user params");
             params
                 .distinguished_name
@@ -230,6 +238,37 @@ impl ControlPlane {
     /// and `anonymous`, with a token the server does not know.
     pub fn kubeconfig(&self) -> PathBuf {
         self.dir.join("kubeconfig")
+    }
+
+    /// A kubeconfig whose current context is `context`, for a component that takes only
+    /// a kubeconfig.
+    pub fn kubeconfig_for(&self, context: &str) -> PathBuf {
+        let text = std::fs::read_to_string(self.kubeconfig()).expect("reading kubeconfig");
+        let text = text.replace(
+            "current-context: admin\n",
+            &format!("current-context: {context}\n"),
+        );
+        let path = self.dir.join(format!("{context}.kubeconfig"));
+        std::fs::write(&path, text).expect("writing kubeconfig");
+        path
+    }
+
+    /// The cluster CA (PEM file).
+    pub fn ca_file(&self) -> PathBuf {
+        self.dir.join("ca.pem")
+    }
+
+    /// Starts `basalt-controller-manager` against this server as
+    /// `system:kube-controller-manager`, logging to `log_name` in the server's directory.
+    pub fn start_controller_manager(&self, log_name: &str, extra_args: &[&str]) -> Component {
+        let mut command = Command::new(binary("basalt-controller-manager"));
+        command
+            .arg("--kubeconfig")
+            .arg(self.kubeconfig_for(CONTROLLER_MANAGER.context))
+            .arg("--root-ca-file")
+            .arg(self.ca_file())
+            .args(extra_args);
+        Component::spawn(command, self.dir.join(log_name))
     }
 
     /// Writes an executable script into the control plane's directory and returns its path.

@@ -9,6 +9,7 @@
 
 pub mod bench;
 pub mod cluster;
+pub mod component;
 pub mod control_plane;
 pub mod etcdctl;
 pub mod lincheck;

@@ -1,6 +1,6 @@
 //! `cargo xtask apiserver up`: the Kubernetes API server on 127.0.0.1:6443 over an in-process
 //! store, with a cluster PKI and an administrator kubeconfig under `target/basalt-apiserver/`,
-//! shown answering kubectl, until Ctrl-C.
+//! and the controller manager beside it, shown answering kubectl, until Ctrl-C.
 
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -28,8 +28,12 @@ fn up(args: &[String]) -> Result<()> {
         "--release",
         "--package",
         "apiserver",
+        "--package",
+        "controllers",
         "--bin",
         "basalt-apiserver",
+        "--bin",
+        "basalt-controller-manager",
     ]))?;
     let dir = root.join("target/basalt-apiserver");
     if fresh && dir.exists() {
@@ -75,14 +79,25 @@ fn up(args: &[String]) -> Result<()> {
         }
         std::thread::sleep(Duration::from_millis(200));
     }
+    let pki = dir.join("pki");
+    let mut controllers = Command::new(root.join("target/release/basalt-controller-manager"))
+        .arg("--kubeconfig")
+        .arg(pki.join("controller-manager.kubeconfig"))
+        .arg("--root-ca-file")
+        .arg(pki.join("ca.pem"))
+        .stderr(std::fs::File::create(dir.join("controller-manager.log"))?)
+        .spawn()
+        .context("starting basalt-controller-manager")?;
     cmd::run_command(&mut kubectl(&["get", "namespaces"]))?;
     eprintln!(
-        "\nThe API server is running on https://127.0.0.1:6443 (log and data in {}).\n\
+        "\nThe API server and the controller manager are running on https://127.0.0.1:6443 (logs and data in {}).\n\
          Talk to it:  export KUBECONFIG={}\n              kubectl create deployment web --image=busybox\n\
          Stop it with Ctrl-C.",
         dir.display(),
         kubeconfig.display()
     );
     let _ = child.wait();
+    let _ = controllers.kill();
+    let _ = controllers.wait();
     Ok(())
 }

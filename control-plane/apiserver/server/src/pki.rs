@@ -25,6 +25,8 @@ pub struct Pki {
     pub key: PathBuf,
     /// A kubeconfig for the administrator (`system:masters`).
     pub admin_kubeconfig: PathBuf,
+    /// A kubeconfig for the controller manager (`system:kube-controller-manager`).
+    pub controller_manager_kubeconfig: PathBuf,
     /// The service-account token signing key (PKCS#8 P-256).
     pub service_account_key: PathBuf,
 }
@@ -71,6 +73,7 @@ pub fn ensure(dir: &Path, addresses: &[IpAddr], server: &str) -> Result<Pki, Pki
         cert: dir.join("apiserver.pem"),
         key: dir.join("apiserver-key.pem"),
         admin_kubeconfig: dir.join("admin.kubeconfig"),
+        controller_manager_kubeconfig: dir.join("controller-manager.kubeconfig"),
         service_account_key: dir.join("service-account-key.pem"),
     };
     fs::create_dir_all(dir).map_err(io(dir))?;
@@ -82,7 +85,15 @@ pub fn ensure(dir: &Path, addresses: &[IpAddr], server: &str) -> Result<Pki, Pki
             true,
         )?;
     }
-    if pki.ca.exists() && pki.cert.exists() && pki.key.exists() && pki.admin_kubeconfig.exists() {
+    let complete = [
+        &pki.ca,
+        &pki.cert,
+        &pki.key,
+        &pki.admin_kubeconfig,
+        &pki.controller_manager_kubeconfig,
+    ];
+    // The CA's key is not kept, so a missing piece means a new PKI altogether.
+    if complete.iter().all(|path| path.exists()) {
         return Ok(pki);
     }
 
@@ -109,28 +120,38 @@ pub fn ensure(dir: &Path, addresses: &[IpAddr], server: &str) -> Result<Pki, Pki
     let serving_key = KeyPair::generate()?;
     let serving_cert = serving.signed_by(&serving_key, &issuer)?;
 
-    let mut admin = CertificateParams::new(Vec::<String>::new())?;
-    admin.distinguished_name.push(DnType::CommonName, "admin");
-    admin
-        .distinguished_name
-        .push(DnType::OrganizationName, "system:masters");
-    admin.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-    let admin_key = KeyPair::generate()?;
-    let admin_cert = admin.signed_by(&admin_key, &issuer)?;
-    let admin_cert_path = dir.join("admin.pem");
-    let admin_key_path = dir.join("admin-key.pem");
-
     write(&pki.ca, &issuer.pem(), false)?;
     write(&pki.cert, &serving_cert.pem(), false)?;
     write(&pki.key, &serving_key.serialize_pem(), true)?;
-    write(&admin_cert_path, &admin_cert.pem(), false)?;
-    write(&admin_key_path, &admin_key.serialize_pem(), true)?;
-    let kubeconfig = format!(
-        "apiVersion: v1\nkind: Config\nclusters:\n- name: basalt\n  cluster:\n    server: {server}\n    certificate-authority: {}\nusers:\n- name: admin\n  user:\n    client-certificate: {}\n    client-key: {}\ncontexts:\n- name: basalt\n  context: {{cluster: basalt, user: admin}}\ncurrent-context: basalt\n",
-        pki.ca.display(),
-        admin_cert_path.display(),
-        admin_key_path.display()
-    );
-    write(&pki.admin_kubeconfig, &kubeconfig, true)?;
+    let client = |user: &str, groups: &[&str], kubeconfig: &Path| -> Result<(), PkiError> {
+        let mut params = CertificateParams::new(Vec::<String>::new())?;
+        params.distinguished_name.push(DnType::CommonName, user);
+        for group in groups {
+            params
+                .distinguished_name
+                .push(DnType::OrganizationName, *group);
+        }
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        let key = KeyPair::generate()?;
+        let cert = params.signed_by(&key, &issuer)?;
+        let stem = kubeconfig.with_extension("");
+        let cert_path = stem.with_extension("pem");
+        let key_path = PathBuf::from(format!("{}-key.pem", stem.display()));
+        write(&cert_path, &cert.pem(), false)?;
+        write(&key_path, &key.serialize_pem(), true)?;
+        let text = format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: basalt\n  cluster:\n    server: {server}\n    certificate-authority: {}\nusers:\n- name: {user}\n  user:\n    client-certificate: {}\n    client-key: {}\ncontexts:\n- name: basalt\n  context: {{cluster: basalt, user: {user}}}\ncurrent-context: basalt\n",
+            pki.ca.display(),
+            cert_path.display(),
+            key_path.display()
+        );
+        write(kubeconfig, &text, true)
+    };
+    client("admin", &["system:masters"], &pki.admin_kubeconfig)?;
+    client(
+        "system:kube-controller-manager",
+        &[],
+        &pki.controller_manager_kubeconfig,
+    )?;
     Ok(pki)
 }

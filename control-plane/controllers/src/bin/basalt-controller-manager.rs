@@ -1,0 +1,100 @@
+//! `basalt-controller-manager`: Basalt's controllers, with leader election so only one
+//! manager of a cluster acts at a time. Flags follow kube-controller-manager's names.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::Parser;
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use tracing_subscriber::EnvFilter;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "basalt-controller-manager",
+    about = "Basalt's controller manager"
+)]
+struct Args {
+    /// The kubeconfig to reach the API server with.
+    #[arg(long)]
+    kubeconfig: PathBuf,
+    /// The cluster CA (PEM), published in every namespace as the `kube-root-ca.crt` ConfigMap.
+    #[arg(long)]
+    root_ca_file: Option<PathBuf>,
+    /// The controllers to run, comma separated (`*` for all).
+    #[arg(long, value_delimiter = ',', default_value = "*")]
+    controllers: Vec<String>,
+    /// Take the `kube-controller-manager` Lease in `kube-system` before acting.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    leader_elect: bool,
+    /// How long a term lasts without renewal before a standby takes over.
+    #[arg(long, default_value = "9s", value_parser = parse_duration)]
+    leader_elect_lease_duration: Duration,
+    /// How long the leader keeps trying to renew before it stops.
+    #[arg(long, default_value = "6s", value_parser = parse_duration)]
+    leader_elect_renew_deadline: Duration,
+    /// How often to try to take or renew the lease.
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    leader_elect_retry_period: Duration,
+    /// Log filter (tracing's EnvFilter syntax).
+    #[arg(long, default_value = "info")]
+    log_level: String,
+}
+
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let (number, unit) = text.split_at(
+        text.find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(text.len()),
+    );
+    let value: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration like 15s"))?;
+    match unit {
+        "s" | "" => Ok(Duration::from_secs(value)),
+        "ms" => Ok(Duration::from_millis(value)),
+        "m" => Ok(Duration::from_secs(value * 60)),
+        _ => Err(format!("{text:?}: unit must be ms, s or m")),
+    }
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&args.log_level)),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let kubeconfig = Kubeconfig::read_from(&args.kubeconfig)
+        .with_context(|| format!("reading {}", args.kubeconfig.display()))?;
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+        .await
+        .with_context(|| format!("loading {}", args.kubeconfig.display()))?;
+    let client = kube::Client::try_from(config).context("building the API client")?;
+    let root_ca = args
+        .root_ca_file
+        .as_ref()
+        .map(|path| {
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))
+        })
+        .transpose()?;
+    let options = controllers::Options {
+        root_ca,
+        controllers: args.controllers.clone(),
+    };
+    let work = controllers::run(client.clone(), options);
+    if !args.leader_elect {
+        return work.await.context("controllers stopped");
+    }
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let identity = format!("{}_{}", host.trim(), uuid::Uuid::new_v4());
+    let election = leader_election::Config {
+        lease_duration: args.leader_elect_lease_duration,
+        renew_deadline: args.leader_elect_renew_deadline,
+        retry_period: args.leader_elect_retry_period,
+        ..leader_election::Config::control_plane("kube-controller-manager", identity)
+    };
+    let elector = leader_election::Elector::new(client, election)?;
+    elector.run(work).await?.context("controllers stopped")
+}

@@ -1,0 +1,130 @@
+//! Basalt's controller manager: the control loops that keep the cluster's objects true to
+//! their specs, as kube-controller-manager's do. Every controller talks to the API server
+//! with the `kube` crate, reads through shared [`informer`] caches, and works a
+//! deduplicating [`queue`]; the rules themselves are pure functions next to each
+//! controller (`replicaset::plan`, `garbage_collector::graph`) so they are unit tested
+//! without a server.
+//!
+//! Leadership (one active manager per cluster) is the binary's business, not this library's.
+
+pub mod expectations;
+pub mod garbage_collector;
+pub mod informer;
+pub mod namespace;
+pub mod pods;
+pub mod queue;
+pub mod replicaset;
+pub mod resources;
+pub mod serviceaccounts;
+pub mod workers;
+
+use std::sync::Arc;
+
+use k8s_openapi::api::apps::v1::ReplicaSet;
+use k8s_openapi::api::core::v1::{Namespace, Pod};
+use kube::api::Api;
+
+use crate::informer::Informer;
+use crate::resources::Resources;
+
+/// Why a controller could not do its work.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The API refused or could not be reached.
+    #[error(transparent)]
+    Api(#[from] kube::Error),
+    /// An owner reference names a kind the API does not serve.
+    #[error("kind {kind} of apiVersion {api_version} is not served")]
+    UnknownKind {
+        /// The reference's apiVersion.
+        api_version: String,
+        /// The reference's kind.
+        kind: String,
+    },
+    /// An object's spec cannot be acted on.
+    #[error("{0}")]
+    Invalid(String),
+    /// Part of the work failed; it is retried.
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl Error {
+    /// Whether the API refused a write because the object changed meanwhile.
+    pub fn is_conflict(&self) -> bool {
+        matches!(self, Error::Api(kube::Error::Api(status)) if status.code == 409)
+    }
+}
+
+/// The controllers this manager runs, by the names `--controllers` takes.
+pub const CONTROLLERS: &[&str] = &[
+    "garbagecollector",
+    "namespace",
+    "serviceaccount",
+    "replicaset",
+];
+
+/// What the controllers need besides a client.
+#[derive(Clone, Debug, Default)]
+pub struct Options {
+    /// The cluster CA (PEM) published in every namespace as `kube-root-ca.crt`.
+    pub root_ca: Option<String>,
+    /// The controllers to run (names from [`CONTROLLERS`]); empty runs all.
+    pub controllers: Vec<String>,
+}
+
+impl Options {
+    fn enabled(&self, name: &str) -> bool {
+        self.controllers.is_empty() || self.controllers.iter().any(|c| c == name || c == "*")
+    }
+}
+
+/// Runs the enabled controllers until one fails (they do not end otherwise).
+pub async fn run(client: kube::Client, options: Options) -> Result<(), Error> {
+    for name in &options.controllers {
+        if name != "*" && !CONTROLLERS.contains(&name.as_str()) {
+            return Err(Error::Invalid(format!(
+                "unknown controller {name:?}; known: {}",
+                CONTROLLERS.join(", ")
+            )));
+        }
+    }
+    let resources = Arc::new(Resources::new(client.clone()));
+    let namespaces = Informer::<Namespace>::start(Api::all(client.clone()));
+    let mut tasks = tokio::task::JoinSet::new();
+    if options.enabled("garbagecollector") {
+        let collector = garbage_collector::GarbageCollector::new(client.clone(), resources.clone());
+        tasks.spawn(collector.run(8));
+    }
+    if options.enabled("namespace") {
+        tasks.spawn(namespace::NamespaceController::run(
+            client.clone(),
+            resources.clone(),
+            namespaces.clone(),
+            2,
+        ));
+    }
+    if options.enabled("serviceaccount") {
+        tasks.spawn(serviceaccounts::NamespaceDefaults::run(
+            client.clone(),
+            namespaces.clone(),
+            options.root_ca.clone(),
+        ));
+    }
+    if options.enabled("replicaset") {
+        let pods = Informer::<Pod>::start(Api::all(client.clone()));
+        let sets = Informer::<ReplicaSet>::start(Api::all(client.clone()));
+        tasks.spawn(replicaset::ReplicaSetController::run(
+            client.clone(),
+            sets,
+            pods,
+            5,
+        ));
+    }
+    tracing::info!(controllers = tasks.len(), "controllers started");
+    match tasks.join_next().await {
+        Some(Ok(result)) => result,
+        Some(Err(panicked)) => Err(Error::Failed(format!("a controller stopped: {panicked}"))),
+        None => Ok(()),
+    }
+}
