@@ -14,6 +14,7 @@ pub mod control_plane;
 pub mod etcdctl;
 pub mod lincheck;
 pub mod pki;
+pub mod pod_agent;
 pub mod process;
 pub mod procfs;
 

@@ -7,6 +7,7 @@
 //!
 //! Leadership (one active manager per cluster) is the binary's business, not this library's.
 
+pub mod deployment;
 pub mod expectations;
 pub mod garbage_collector;
 pub mod informer;
@@ -20,7 +21,7 @@ pub mod workers;
 
 use std::sync::Arc;
 
-use k8s_openapi::api::apps::v1::ReplicaSet;
+use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::core::v1::{Namespace, Pod};
 use kube::api::Api;
 
@@ -111,11 +112,21 @@ pub async fn run(client: kube::Client, options: Options) -> Result<(), Error> {
             options.root_ca.clone(),
         ));
     }
+    let pods = Informer::<Pod>::start(Api::all(client.clone()));
+    let sets = Informer::<ReplicaSet>::start(Api::all(client.clone()));
     if options.enabled("replicaset") {
-        let pods = Informer::<Pod>::start(Api::all(client.clone()));
-        let sets = Informer::<ReplicaSet>::start(Api::all(client.clone()));
         tasks.spawn(replicaset::ReplicaSetController::run(
             client.clone(),
+            sets.clone(),
+            pods.clone(),
+            5,
+        ));
+    }
+    if options.enabled("deployment") {
+        let deployments = Informer::<Deployment>::start(Api::all(client.clone()));
+        tasks.spawn(deployment::DeploymentController::run(
+            client.clone(),
+            deployments,
             sets,
             pods,
             5,
