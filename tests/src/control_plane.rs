@@ -57,6 +57,13 @@ pub const CONTROLLER_MANAGER: TestUser = TestUser {
     groups: &[],
 };
 
+/// The scheduler (bound to `system:kube-scheduler`).
+pub const SCHEDULER: TestUser = TestUser {
+    context: "scheduler",
+    name: "system:kube-scheduler",
+    groups: &[],
+};
+
 /// A running API server; killed and its directory removed on drop.
 pub struct ControlPlane {
     dir: PathBuf,
@@ -120,7 +127,14 @@ impl ControlPlane {
 
         let mut users = String::new();
         let mut contexts = String::new();
-        for user in [&ADMIN, &BOB, &ALICE, &KUBELET, &CONTROLLER_MANAGER] {
+        for user in [
+            &ADMIN,
+            &BOB,
+            &ALICE,
+            &KUBELET,
+            &CONTROLLER_MANAGER,
+            &SCHEDULER,
+        ] {
             let mut params = CertificateParams::new(Vec::<String>::new()).expect("user params");
             params
                 .distinguished_name
@@ -267,6 +281,17 @@ impl ControlPlane {
             .arg(self.kubeconfig_for(CONTROLLER_MANAGER.context))
             .arg("--root-ca-file")
             .arg(self.ca_file())
+            .args(extra_args);
+        Component::spawn(command, self.dir.join(log_name))
+    }
+
+    /// Starts `basalt-scheduler` against this server as `system:kube-scheduler`, logging to
+    /// `log_name` in the server's directory.
+    pub fn start_scheduler(&self, log_name: &str, extra_args: &[&str]) -> Component {
+        let mut command = Command::new(binary("basalt-scheduler"));
+        command
+            .arg("--kubeconfig")
+            .arg(self.kubeconfig_for(SCHEDULER.context))
             .args(extra_args);
         Component::spawn(command, self.dir.join(log_name))
     }

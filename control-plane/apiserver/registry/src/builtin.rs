@@ -11,6 +11,7 @@ use crate::strategy::Typed;
 use crate::types::config::{ConfigMapStrategy, SecretStrategy};
 use crate::types::limits::LimitRangeStrategy;
 use crate::types::namespace::NamespaceStrategy;
+use crate::types::node::NodeStrategy;
 use crate::types::pod::PodStrategy;
 use crate::types::rbac::{BindingStrategy, RoleStrategy};
 use crate::types::service::ServiceStrategy;
@@ -107,7 +108,7 @@ fn builtins() -> Vec<Resource> {
             typed::<core::v1::Endpoints>(),
         )
         .short(&["ep"]),
-        R::new("", "v1", "Node", "nodes", false, typed::<core::v1::Node>())
+        R::new("", "v1", "Node", "nodes", false, Arc::new(NodeStrategy))
             .short(&["no"])
             .with_status()
             .fields(&["spec.unschedulable"]),

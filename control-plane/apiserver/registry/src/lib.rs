@@ -7,6 +7,7 @@
 //! the server crate owns those.
 
 pub mod allocation;
+pub mod binding;
 pub mod builtin;
 pub mod catalog;
 pub mod error;

@@ -97,7 +97,7 @@ pub enum Deleted {
 }
 
 /// A compare-and-swap write.
-enum Swap {
+pub(crate) enum Swap {
     /// Store this value.
     Put(Bytes),
     /// Delete the key.
@@ -227,7 +227,7 @@ impl Registry {
         Ok(object)
     }
 
-    fn encode(object: &mut Object) -> Result<Bytes, ApiError> {
+    pub(crate) fn encode(object: &mut Object) -> Result<Bytes, ApiError> {
         // The revision is the store's, not part of the value.
         let meta = metadata_mut(object);
         let version = meta.remove("resourceVersion");
@@ -480,7 +480,7 @@ impl Registry {
     }
 
     /// The stored value at `key` and its object; 404 if there is none.
-    async fn current(
+    pub(crate) async fn current(
         &self,
         resource: &Resource,
         key: &str,
@@ -763,7 +763,7 @@ impl Registry {
 
     /// Writes or deletes `key` if it is still at revision `expected`. `None` when it changed
     /// meanwhile (the caller reads again and retries).
-    async fn swap(
+    pub(crate) async fn swap(
         &self,
         resource: &Resource,
         name: &str,

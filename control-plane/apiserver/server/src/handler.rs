@@ -255,7 +255,12 @@ pub async fn handle(
         let allowed = resource
             .subresource(sub)
             .is_some_and(|s| s.verbs.contains(&info.verb.as_str()));
-        if !allowed || !matches!(sub.as_str(), "status" | "finalize" | "scale" | "token") {
+        if !allowed
+            || !matches!(
+                sub.as_str(),
+                "status" | "finalize" | "scale" | "token" | "binding"
+            )
+        {
             return Err(ApiError::method_not_allowed(format!(
                 "{} is not supported on {}/{sub} by this server yet",
                 info.verb, resource.plural
@@ -272,6 +277,19 @@ pub async fn handle(
     match sub {
         Some("scale") => return scale(registry, &resource, &call, name).await,
         Some("token") => return crate::token::request(registry, &resource, &call, name).await,
+        Some("binding") => {
+            let body = call.object_body()?;
+            if call.write_options()?.dry_run {
+                registry.get(&resource, ns, name).await?;
+            } else {
+                registry
+                    .bind(&resource, ns.unwrap_or_default(), name, &body)
+                    .await?;
+            }
+            let status = json!({"kind": "Status", "apiVersion": "v1", "metadata": {},
+                                "status": "Success", "code": 201});
+            return Ok(crate::response::json(StatusCode::CREATED, &status));
+        }
         _ => {}
     }
     match info.verb.as_str() {

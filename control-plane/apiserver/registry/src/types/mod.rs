@@ -4,6 +4,7 @@
 pub mod config;
 pub mod limits;
 pub mod namespace;
+pub mod node;
 pub mod pod;
 pub mod rbac;
 pub mod service;

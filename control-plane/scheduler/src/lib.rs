@@ -1,0 +1,357 @@
+//! Basalt's scheduler, kube-scheduler's role: it watches nodes and pods into its
+//! [`cache`], takes pending pods from the [`queue`] one at a time, decides with the pure
+//! [`schedule`] (filters and scores in [`plugins`]), counts the pod on its node at once
+//! (assumed) and binds it through `pods/binding` in the background. A pod that fits nowhere
+//! gets a `FailedScheduling` event and a `PodScheduled=False` condition saying why, and waits
+//! for the cluster to change.
+//!
+//! Leadership (one active scheduler per cluster) is the binary's business. Preemption,
+//! inter-pod affinity and topology spreading are not here yet.
+
+pub mod cache;
+pub mod plugins;
+pub mod queue;
+pub mod resources;
+pub mod schedule;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{Binding, Event, EventSource, Node, ObjectReference, Pod};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta, Time};
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::runtime::WatchStreamExt;
+use kube::runtime::watcher::{self, Event as WatchEvent};
+use parking_lot::Mutex;
+use serde_json::json;
+
+use crate::cache::Cache;
+use crate::queue::SchedulingQueue;
+
+/// The name pods ask for in `spec.schedulerName` to be placed by this scheduler.
+pub const DEFAULT_SCHEDULER: &str = "default-scheduler";
+/// How many bindings may be in flight at once.
+const BINDINGS_IN_FLIGHT: usize = 64;
+
+/// Why the scheduler stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The API refused or could not be reached.
+    #[error(transparent)]
+    Api(#[from] kube::Error),
+}
+
+/// The scheduler's shared state.
+struct Scheduler {
+    client: kube::Client,
+    name: String,
+    cache: Mutex<Cache>,
+    queue: SchedulingQueue,
+    /// The last failure reported per pod, so a retry that fails alike adds no event.
+    reported: Mutex<HashMap<String, String>>,
+    bindings: Arc<tokio::sync::Semaphore>,
+}
+
+/// Schedules pods that name `scheduler_name` until the process ends.
+pub async fn run(client: kube::Client, scheduler_name: &str) -> Result<(), Error> {
+    let scheduler = Arc::new(Scheduler {
+        client: client.clone(),
+        name: scheduler_name.to_owned(),
+        cache: Mutex::new(Cache::new()),
+        queue: SchedulingQueue::new(),
+        reported: Mutex::new(HashMap::new()),
+        bindings: Arc::new(tokio::sync::Semaphore::new(BINDINGS_IN_FLIGHT)),
+    });
+    let (nodes_listed, mut nodes_ready) = tokio::sync::watch::channel(false);
+    let (pods_listed, mut pods_ready) = tokio::sync::watch::channel(false);
+    tokio::spawn(scheduler.clone().watch_nodes(nodes_listed));
+    tokio::spawn(scheduler.clone().watch_pods(pods_listed));
+    let _ = nodes_ready.wait_for(|listed| *listed).await;
+    let _ = pods_ready.wait_for(|listed| *listed).await;
+    let flusher = scheduler.clone();
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            flusher.queue.flush();
+        }
+    });
+    tracing::info!("scheduling");
+    let mut start = 0;
+    let mut rng = rand::rng();
+    loop {
+        let (pod, _) = scheduler.queue.pop().await;
+        let decision = {
+            let cache = scheduler.cache.lock();
+            schedule::schedule(&pod, &cache, &mut start, &mut rng)
+        };
+        match decision {
+            Ok(node) => {
+                scheduler.cache.lock().assume(&pod, &node);
+                let permit = scheduler.bindings.clone().acquire_owned().await;
+                let binder = scheduler.clone();
+                tokio::spawn(async move {
+                    binder.bind(&pod, &node).await;
+                    drop(permit);
+                });
+            }
+            Err(fit) => {
+                let uid = pod.metadata.uid.clone().unwrap_or_default();
+                scheduler.queue.unschedulable(&uid);
+                let reporter = scheduler.clone();
+                tokio::spawn(
+                    async move { reporter.report_unschedulable(&pod, &fit.to_string()).await },
+                );
+            }
+        }
+    }
+}
+
+impl Scheduler {
+    fn ours(&self, pod: &Pod) -> bool {
+        pod.spec
+            .as_ref()
+            .and_then(|s| s.scheduler_name.as_deref())
+            .is_none_or(|name| name == self.name)
+    }
+
+    async fn watch_nodes(self: Arc<Self>, listed: tokio::sync::watch::Sender<bool>) {
+        let api: Api<Node> = Api::all(self.client.clone());
+        let mut events =
+            std::pin::pin!(watcher::watcher(api, watcher::Config::default()).default_backoff());
+        let mut known: HashSet<String> = HashSet::new();
+        let mut relisted: HashSet<String> = HashSet::new();
+        while let Some(event) = events.next().await {
+            match event {
+                Ok(WatchEvent::Init) => relisted.clear(),
+                Ok(WatchEvent::InitApply(node) | WatchEvent::Apply(node)) => {
+                    let name = node.metadata.name.clone().unwrap_or_default();
+                    relisted.insert(name.clone());
+                    known.insert(name);
+                    self.cache.lock().set_node(Arc::new(node));
+                    self.queue.cluster_changed();
+                }
+                Ok(WatchEvent::InitDone) => {
+                    for gone in known.difference(&relisted) {
+                        self.cache.lock().remove_node(gone);
+                    }
+                    known = relisted.clone();
+                    listed.send_replace(true);
+                }
+                Ok(WatchEvent::Delete(node)) => {
+                    let name = node.metadata.name.clone().unwrap_or_default();
+                    known.remove(&name);
+                    self.cache.lock().remove_node(&name);
+                }
+                Err(error) => tracing::debug!(%error, "node watch failed; retrying"),
+            }
+        }
+    }
+
+    async fn watch_pods(self: Arc<Self>, listed: tokio::sync::watch::Sender<bool>) {
+        let api: Api<Pod> = Api::all(self.client.clone());
+        let mut events =
+            std::pin::pin!(watcher::watcher(api, watcher::Config::default()).default_backoff());
+        let mut known: HashSet<String> = HashSet::new();
+        let mut relisted: HashSet<String> = HashSet::new();
+        while let Some(event) = events.next().await {
+            match event {
+                Ok(WatchEvent::Init) => relisted.clear(),
+                Ok(WatchEvent::InitApply(pod) | WatchEvent::Apply(pod)) => {
+                    let uid = pod.metadata.uid.clone().unwrap_or_default();
+                    relisted.insert(uid.clone());
+                    known.insert(uid);
+                    self.pod_seen(pod);
+                }
+                Ok(WatchEvent::InitDone) => {
+                    for gone in known.difference(&relisted) {
+                        self.pod_gone(gone);
+                    }
+                    known = relisted.clone();
+                    listed.send_replace(true);
+                }
+                Ok(WatchEvent::Delete(pod)) => {
+                    let uid = pod.metadata.uid.clone().unwrap_or_default();
+                    known.remove(&uid);
+                    self.pod_gone(&uid);
+                }
+                Err(error) => tracing::debug!(%error, "pod watch failed; retrying"),
+            }
+        }
+    }
+
+    fn pod_seen(&self, pod: Pod) {
+        let uid = pod.metadata.uid.clone().unwrap_or_default();
+        let assigned = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.node_name.as_deref())
+            .is_some_and(|n| !n.is_empty());
+        if assigned {
+            self.queue.remove(&uid);
+            let finished = matches!(
+                pod.status.as_ref().and_then(|s| s.phase.as_deref()),
+                Some("Succeeded" | "Failed")
+            );
+            self.cache.lock().set_pod(&pod);
+            if finished {
+                self.queue.cluster_changed();
+            }
+            return;
+        }
+        let finished = matches!(
+            pod.status.as_ref().and_then(|s| s.phase.as_deref()),
+            Some("Succeeded" | "Failed")
+        );
+        if pod.metadata.deletion_timestamp.is_some() || finished || !self.ours(&pod) {
+            self.queue.remove(&uid);
+            return;
+        }
+        self.queue.add_or_update(Arc::new(pod));
+    }
+
+    fn pod_gone(&self, uid: &str) {
+        self.queue.remove(uid);
+        self.reported.lock().remove(uid);
+        self.cache.lock().remove_pod(uid);
+        self.queue.cluster_changed();
+    }
+
+    async fn bind(&self, pod: &Pod, node: &str) {
+        let namespace = pod.metadata.namespace.clone().unwrap_or_default();
+        let name = pod.metadata.name.clone().unwrap_or_default();
+        let uid = pod.metadata.uid.clone().unwrap_or_default();
+        let api: Api<Pod> = Api::namespaced(self.client.clone(), &namespace);
+        let binding = Binding {
+            metadata: ObjectMeta {
+                name: Some(name.clone()),
+                namespace: Some(namespace.clone()),
+                uid: Some(uid.clone()),
+                ..ObjectMeta::default()
+            },
+            target: ObjectReference {
+                api_version: Some("v1".into()),
+                kind: Some("Node".into()),
+                name: Some(node.to_owned()),
+                ..ObjectReference::default()
+            },
+        };
+        match api
+            .create_subresource::<_, serde_json::Value>(
+                "binding",
+                &name,
+                &PostParams::default(),
+                &binding,
+            )
+            .await
+        {
+            Ok(_) => {
+                tracing::debug!(pod = %format!("{namespace}/{name}"), node, "bound");
+                self.reported.lock().remove(&uid);
+                self.event(
+                    pod,
+                    "Normal",
+                    "Scheduled",
+                    &format!("Successfully assigned {namespace}/{name} to {node}"),
+                )
+                .await;
+            }
+            Err(error) => {
+                self.cache.lock().forget(&uid);
+                match &error {
+                    // Deleted meanwhile, or already bound (by another scheduler, say).
+                    kube::Error::Api(status) if matches!(status.code, 404 | 409) => {
+                        self.queue.remove(&uid)
+                    }
+                    _ => {
+                        tracing::warn!(pod = %format!("{namespace}/{name}"), node, %error, "binding failed; will retry");
+                        self.queue.retry(&uid);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Tells the pod's owner why it waits: `PodScheduled=False` and a `FailedScheduling`
+    /// event, once per distinct reason.
+    async fn report_unschedulable(&self, pod: &Pod, message: &str) {
+        let uid = pod.metadata.uid.clone().unwrap_or_default();
+        {
+            let mut reported = self.reported.lock();
+            if reported.get(&uid).map(String::as_str) == Some(message) {
+                return;
+            }
+            reported.insert(uid, message.to_owned());
+        }
+        let namespace = pod.metadata.namespace.clone().unwrap_or_default();
+        let name = pod.metadata.name.clone().unwrap_or_default();
+        tracing::info!(pod = %format!("{namespace}/{name}"), message, "unschedulable");
+        let api: Api<Pod> = Api::namespaced(self.client.clone(), &namespace);
+        let condition = json!({"status": {"conditions": [{
+            "type": "PodScheduled",
+            "status": "False",
+            "reason": "Unschedulable",
+            "message": message,
+            "lastTransitionTime": jiff::Timestamp::now().to_string(),
+        }]}});
+        if let Err(error) = api
+            .patch_status(&name, &PatchParams::default(), &Patch::Strategic(condition))
+            .await
+        {
+            tracing::debug!(%error, "could not set PodScheduled");
+        }
+        self.event(pod, "Warning", "FailedScheduling", message)
+            .await;
+    }
+
+    async fn event(&self, pod: &Pod, type_: &str, reason: &str, message: &str) {
+        let namespace = pod.metadata.namespace.clone().unwrap_or_default();
+        let now = jiff::Timestamp::now();
+        let event = Event {
+            metadata: ObjectMeta {
+                generate_name: Some(format!(
+                    "{}.",
+                    pod.metadata.name.as_deref().unwrap_or_default()
+                )),
+                namespace: Some(namespace.clone()),
+                ..ObjectMeta::default()
+            },
+            involved_object: ObjectReference {
+                api_version: Some("v1".into()),
+                kind: Some("Pod".into()),
+                name: pod.metadata.name.clone(),
+                namespace: Some(namespace.clone()),
+                uid: pod.metadata.uid.clone(),
+                resource_version: pod.metadata.resource_version.clone(),
+                ..ObjectReference::default()
+            },
+            reason: Some(reason.into()),
+            message: Some(message.into()),
+            type_: Some(type_.into()),
+            source: Some(EventSource {
+                component: Some(DEFAULT_SCHEDULER.into()),
+                host: None,
+            }),
+            first_timestamp: Some(Time(now)),
+            last_timestamp: Some(Time(now)),
+            event_time: Some(MicroTime(now)),
+            count: Some(1),
+            action: Some(
+                if type_ == "Normal" {
+                    "Binding"
+                } else {
+                    "Scheduling"
+                }
+                .into(),
+            ),
+            reporting_component: Some(DEFAULT_SCHEDULER.into()),
+            reporting_instance: Some(DEFAULT_SCHEDULER.into()),
+            ..Event::default()
+        };
+        let api: Api<Event> = Api::namespaced(self.client.clone(), &namespace);
+        if let Err(error) = api.create(&PostParams::default(), &event).await {
+            tracing::debug!(%error, "could not record an event");
+        }
+    }
+}

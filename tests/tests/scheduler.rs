@@ -1,0 +1,165 @@
+//! The scheduler against the real API server, with nodes registered as API objects: pods
+//! land where they fit, a pod that fits nowhere says why in the words kube-scheduler uses
+//! and is placed once a node that fits is added, and selectors and host ports are kept.
+
+use std::time::{Duration, Instant};
+
+use basalt_tests::control_plane::ControlPlane;
+
+fn node(name: &str, cpu: &str, extra: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Node\nmetadata:\n  name: {name}\n  labels: {{kubernetes.io/hostname: {name}}}\n{extra}status:\n  capacity: {{cpu: \"{cpu}\", memory: 8Gi, pods: \"110\"}}\n  allocatable: {{cpu: \"{cpu}\", memory: 8Gi, pods: \"110\"}}\n  conditions:\n  - {{type: Ready, status: \"True\", reason: KubeletReady, message: ready}}\n"
+    )
+}
+
+fn pod(name: &str, cpu: &str, extra: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\nspec:\n{extra}  containers:\n  - name: main\n    image: busybox:1.36\n    resources:\n      requests: {{cpu: \"{cpu}\"}}\n"
+    )
+}
+
+fn apply(plane: &ControlPlane, yaml: &str) {
+    let out = plane.kubectl_stdin(&["apply", "-f", "-"], yaml);
+    assert!(
+        out.status.success(),
+        "{}\n{yaml}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn node_of(plane: &ControlPlane, pod: &str) -> String {
+    plane.ok(&["get", "pod", pod, "-o", "jsonpath={.spec.nodeName}"])
+}
+
+fn wait_for(what: &str, log: &dyn Fn() -> String, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if check() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    panic!(
+        "timed out waiting for {what}\n--- scheduler log ---\n{}",
+        log()
+    );
+}
+
+/// The messages of the events of `reason` about `pod`.
+fn events(plane: &ControlPlane, pod: &str, reason: &str) -> Vec<String> {
+    let list: serde_json::Value =
+        serde_json::from_str(&plane.ok(&["get", "events", "-o", "json"])).unwrap_or_default();
+    list["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|e| e["involvedObject"]["name"] == pod && e["reason"] == reason)
+        .filter_map(|e| e["message"].as_str().map(str::to_owned))
+        .collect()
+}
+
+#[test]
+fn pods_land_where_they_fit_and_wait_with_a_reason() {
+    let plane = ControlPlane::start();
+    let scheduler = plane.start_scheduler("scheduler.log", &[]);
+    let log = || scheduler.log();
+    apply(
+        &plane,
+        &[
+            node(
+                "n1",
+                "2",
+                "spec:\n  taints: [{key: dedicated, value: db, effect: NoSchedule}]\n",
+            ),
+            node("n2", "2", ""),
+            node("n3", "2", ""),
+        ]
+        .join("---\n"),
+    );
+
+    // Fits on an untainted node; the assignment is an event.
+    apply(&plane, &pod("small", "500m", ""));
+    wait_for("small scheduled", &log, || {
+        !node_of(&plane, "small").is_empty()
+    });
+    let placed = node_of(&plane, "small");
+    assert!(placed == "n2" || placed == "n3", "placed on {placed}");
+    wait_for("a Scheduled event", &log, || {
+        events(&plane, "small", "Scheduled")
+            == [format!("Successfully assigned default/small to {placed}")]
+    });
+
+    // Fits nowhere: the reason, in the event and the PodScheduled condition.
+    apply(&plane, &pod("big", "3", ""));
+    let expected = "0/3 nodes are available: 1 node(s) had untolerated taint {dedicated: db}, 2 Insufficient cpu.";
+    wait_for("a FailedScheduling event", &log, || {
+        events(&plane, "big", "FailedScheduling")
+            .iter()
+            .any(|m| m == expected)
+    });
+    let condition = plane.ok(&["get", "pod", "big", "-o", "jsonpath={.status.conditions[?(@.type==\"PodScheduled\")].reason}: {.status.conditions[?(@.type==\"PodScheduled\")].message}"]);
+    assert_eq!(condition, format!("Unschedulable: {expected}"));
+    let described = plane.ok(&["describe", "pod", "big"]);
+    assert!(described.contains("FailedScheduling"), "{described}");
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        events(&plane, "big", "FailedScheduling").len(),
+        1,
+        "no repeated attempts while nothing changes"
+    );
+
+    // A node that fits arrives: the pod is placed there.
+    apply(&plane, &node("n4", "4", ""));
+    wait_for("big scheduled on the new node", &log, || {
+        node_of(&plane, "big") == "n4"
+    });
+
+    // Tolerations, node selectors and host ports are kept.
+    apply(
+        &plane,
+        &pod(
+            "db",
+            "100m",
+            "  tolerations: [{key: dedicated, operator: Equal, value: db, effect: NoSchedule}]\n  nodeSelector: {kubernetes.io/hostname: n1}\n",
+        ),
+    );
+    wait_for("db on n1", &log, || node_of(&plane, "db") == "n1");
+    let port = |name: &str| {
+        pod(
+            name,
+            "100m",
+            "  nodeSelector: {kubernetes.io/hostname: n3}\n",
+        )
+        .replace(
+            "    resources:",
+            "    ports: [{containerPort: 80, hostPort: 8080}]\n    resources:",
+        )
+    };
+    apply(&plane, &port("web-a"));
+    wait_for("web-a on n3", &log, || node_of(&plane, "web-a") == "n3");
+    apply(&plane, &port("web-b"));
+    wait_for("web-b refused", &log, || {
+        // Filters run in kube-scheduler's order: taints before selectors before ports.
+        events(&plane, "web-b", "FailedScheduling").iter().any(|m| {
+            m == "0/4 nodes are available: 1 node(s) didn't have free ports for the requested pod ports, \
+                  1 node(s) had untolerated taint {dedicated: db}, \
+                  2 node(s) didn't match Pod's node affinity/selector."
+        })
+    });
+    plane.ok(&["delete", "pod", "web-a", "--grace-period=0", "--force"]);
+    wait_for("web-b placed once the port is free", &log, || {
+        node_of(&plane, "web-b") == "n3"
+    });
+
+    // The scheduler holds its lease.
+    let holder = plane.ok(&[
+        "get",
+        "lease",
+        "kube-scheduler",
+        "-n",
+        "kube-system",
+        "-o",
+        "jsonpath={.spec.holderIdentity}",
+    ]);
+    assert!(!holder.is_empty());
+}
