@@ -1,8 +1,8 @@
-//! `cargo xtask bench store|apiserver [ARGS]`: the store benchmark against etcd, and the API
-//! server benchmark against the targets, recorded.
+//! `cargo xtask bench store|apiserver|scheduler [ARGS]`: the store benchmark against etcd, and
+//! the API server and scheduler benchmarks against the targets, recorded.
 //!
 //! Builds the release binaries (benchmarks of a debug build measure the wrong thing), then runs
-//! `store-bench` or `apiserver-bench` from the workspace root with ARGS. Unless ARGS name a `--markdown` file, the
+//! `store-bench`, `apiserver-bench` or `scheduler-bench` from the workspace root with ARGS. Unless ARGS name a `--markdown` file, the
 //! results are appended to docs/benchmarks.md so that every run leaves a record;
 //! `--no-record` skips that.
 
@@ -17,27 +17,29 @@ const RECORD: &str = "docs/benchmarks.md";
 
 pub fn run(args: &[String]) -> Result<()> {
     let Some((what, rest)) = args.split_first() else {
-        bail!("usage: cargo xtask bench store|apiserver [ARGS]");
+        bail!("usage: cargo xtask bench store|apiserver|scheduler [ARGS]");
     };
     match what.as_str() {
-        "store" => bench("store", "store-server", rest),
-        "apiserver" => bench("apiserver", "apiserver", rest),
-        other => bail!("unknown benchmark {other:?}; there are `store` and `apiserver`"),
+        "store" => bench("store", &["store-server"], rest),
+        "apiserver" => bench("apiserver", &["apiserver"], rest),
+        "scheduler" => bench("scheduler", &["apiserver", "scheduler"], rest),
+        other => {
+            bail!("unknown benchmark {other:?}; there are `store`, `apiserver` and `scheduler`")
+        }
     }
 }
 
-/// Builds `package` (the server) and the harness, then runs `<name>-bench`.
-fn bench(name: &str, package: &str, args: &[String]) -> Result<()> {
+/// Builds `packages` (the servers) and the harness, then runs `<name>-bench`.
+fn bench(name: &str, packages: &[&str], args: &[String]) -> Result<()> {
     let root = cmd::workspace_root();
-    cmd::run_command(Command::new("cargo").current_dir(&root).args([
-        "build",
-        "--release",
-        "-p",
-        package,
-        "-p",
-        "basalt-tests",
-        "--bins",
-    ]))?;
+    let mut build = Command::new("cargo");
+    build
+        .current_dir(&root)
+        .args(["build", "--release", "-p", "basalt-tests", "--bins"]);
+    for package in packages {
+        build.args(["-p", package]);
+    }
+    cmd::run_command(&mut build)?;
     let record = !args.iter().any(|a| a == "--no-record");
     let mut bench_args: Vec<String> = args
         .iter()

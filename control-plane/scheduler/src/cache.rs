@@ -72,6 +72,9 @@ pub struct NodeInfo {
     pub ports: Vec<HostPort>,
     /// How many pods it holds.
     pub pod_count: usize,
+    /// Its taints, the not-ready one implied when it is not Ready (worked out once per
+    /// change of the node, not per decision).
+    pub taints: Vec<k8s_openapi::api::core::v1::Taint>,
 }
 
 impl NodeInfo {
@@ -82,6 +85,7 @@ impl NodeInfo {
                 .and_then(|s| s.allocatable.as_ref().or(s.capacity.as_ref())),
         );
         NodeInfo {
+            taints: crate::plugins::taints(&node),
             node,
             allocatable,
             requested: Resources::default(),
@@ -126,9 +130,9 @@ struct Placed {
 /// Nodes and the pods placed on them.
 #[derive(Default)]
 pub struct Cache {
-    nodes: HashMap<String, NodeInfo>,
-    /// Node names in a stable order, for the rotating start of each search.
-    order: Vec<String>,
+    /// Nodes in a stable order (the rotating start of each search indexes it).
+    nodes: Vec<NodeInfo>,
+    index: HashMap<String, usize>,
     pods: HashMap<String, Placed>,
 }
 
@@ -138,31 +142,43 @@ impl Cache {
         Cache::default()
     }
 
+    fn node_mut(&mut self, name: &str) -> Option<&mut NodeInfo> {
+        let i = *self.index.get(name)?;
+        self.nodes.get_mut(i)
+    }
+
     /// A node was added or changed.
     pub fn set_node(&mut self, node: Arc<Node>) {
         let name = node.metadata.name.clone().unwrap_or_default();
         let mut info = NodeInfo::new(node);
-        match self.nodes.get(&name) {
-            Some(old) => {
+        match self.index.get(&name).copied() {
+            Some(i) => {
+                let old = &self.nodes[i];
                 info.requested = old.requested.clone();
                 info.nonzero = old.nonzero;
                 info.ports = old.ports.clone();
                 info.pod_count = old.pod_count;
+                self.nodes[i] = info;
             }
             None => {
                 for placed in self.pods.values().filter(|p| p.node == name) {
                     info.add(&placed.usage);
                 }
-                self.order.push(name.clone());
+                self.index.insert(name, self.nodes.len());
+                self.nodes.push(info);
             }
         }
-        self.nodes.insert(name, info);
     }
 
     /// A node was deleted.
     pub fn remove_node(&mut self, name: &str) {
-        self.nodes.remove(name);
-        self.order.retain(|n| n != name);
+        let Some(i) = self.index.remove(name) else {
+            return;
+        };
+        self.nodes.swap_remove(i);
+        if let Some(moved) = self.nodes.get(i) {
+            self.index.insert(moved.name().to_owned(), i);
+        }
     }
 
     /// A pod bound to a node was seen (added, changed, or confirming an assumption).
@@ -195,7 +211,7 @@ impl Cache {
     }
 
     fn place(&mut self, uid: String, node: String, usage: Usage, assumed: bool) {
-        if let Some(info) = self.nodes.get_mut(&node) {
+        if let Some(info) = self.node_mut(&node) {
             info.add(&usage);
         }
         self.pods.insert(
@@ -211,7 +227,7 @@ impl Cache {
     /// A pod was deleted (or is no longer bound).
     pub fn remove_pod(&mut self, uid: &str) {
         if let Some(placed) = self.pods.remove(uid)
-            && let Some(info) = self.nodes.get_mut(&placed.node)
+            && let Some(info) = self.node_mut(&placed.node)
         {
             info.remove(&placed.usage);
         }
@@ -235,16 +251,16 @@ impl Cache {
 
     /// The nodes, in a stable order.
     pub fn nodes(&self) -> impl Iterator<Item = &NodeInfo> {
-        self.order.iter().filter_map(|name| self.nodes.get(name))
+        self.nodes.iter()
     }
 
     /// How many nodes there are.
     pub fn node_count(&self) -> usize {
-        self.order.len()
+        self.nodes.len()
     }
 
     /// The node at `index` of the stable order.
     pub fn node_at(&self, index: usize) -> Option<&NodeInfo> {
-        self.order.get(index).and_then(|name| self.nodes.get(name))
+        self.nodes.get(index)
     }
 }

@@ -52,10 +52,20 @@ struct Scheduler {
     /// The last failure reported per pod, so a retry that fails alike adds no event.
     reported: Mutex<HashMap<String, String>>,
     bindings: Arc<tokio::sync::Semaphore>,
+    /// Events waiting to be written; full, new events are dropped, as client-go's recorder
+    /// does, so reporting never slows binding.
+    events: tokio::sync::mpsc::Sender<Event>,
 }
+
+/// Events queued for writing before new ones are dropped.
+const EVENTS_QUEUED: usize = 1000;
+/// Events written at once.
+const EVENT_WRITERS: usize = 4;
 
 /// Schedules pods that name `scheduler_name` until the process ends.
 pub async fn run(client: kube::Client, scheduler_name: &str) -> Result<(), Error> {
+    let (events, queued) = tokio::sync::mpsc::channel(EVENTS_QUEUED);
+    tokio::spawn(write_events(client.clone(), queued));
     let scheduler = Arc::new(Scheduler {
         client: client.clone(),
         name: scheduler_name.to_owned(),
@@ -63,6 +73,7 @@ pub async fn run(client: kube::Client, scheduler_name: &str) -> Result<(), Error
         queue: SchedulingQueue::new(),
         reported: Mutex::new(HashMap::new()),
         bindings: Arc::new(tokio::sync::Semaphore::new(BINDINGS_IN_FLIGHT)),
+        events,
     });
     let (nodes_listed, mut nodes_ready) = tokio::sync::watch::channel(false);
     let (pods_listed, mut pods_ready) = tokio::sync::watch::channel(false);
@@ -254,8 +265,7 @@ impl Scheduler {
                     "Normal",
                     "Scheduled",
                     &format!("Successfully assigned {namespace}/{name} to {node}"),
-                )
-                .await;
+                );
             }
             Err(error) => {
                 self.cache.lock().forget(&uid);
@@ -301,11 +311,10 @@ impl Scheduler {
         {
             tracing::debug!(%error, "could not set PodScheduled");
         }
-        self.event(pod, "Warning", "FailedScheduling", message)
-            .await;
+        self.event(pod, "Warning", "FailedScheduling", message);
     }
 
-    async fn event(&self, pod: &Pod, type_: &str, reason: &str, message: &str) {
+    fn event(&self, pod: &Pod, type_: &str, reason: &str, message: &str) {
         let namespace = pod.metadata.namespace.clone().unwrap_or_default();
         let now = jiff::Timestamp::now();
         let event = Event {
@@ -349,9 +358,31 @@ impl Scheduler {
             reporting_instance: Some(DEFAULT_SCHEDULER.into()),
             ..Event::default()
         };
-        let api: Api<Event> = Api::namespaced(self.client.clone(), &namespace);
-        if let Err(error) = api.create(&PostParams::default(), &event).await {
-            tracing::debug!(%error, "could not record an event");
+        if self.events.try_send(event).is_err() {
+            tracing::debug!(reason, "event queue full; dropped an event");
         }
     }
+}
+
+/// Writes queued events, a few at a time.
+async fn write_events(client: kube::Client, queued: tokio::sync::mpsc::Receiver<Event>) {
+    let stream = tokio_stream_of(queued);
+    stream
+        .for_each_concurrent(EVENT_WRITERS, |event| {
+            let client = client.clone();
+            async move {
+                let namespace = event.metadata.namespace.clone().unwrap_or_default();
+                let api: Api<Event> = Api::namespaced(client, &namespace);
+                if let Err(error) = api.create(&PostParams::default(), &event).await {
+                    tracing::debug!(%error, "could not record an event");
+                }
+            }
+        })
+        .await;
+}
+
+fn tokio_stream_of<T: Send + 'static>(
+    mut receiver: tokio::sync::mpsc::Receiver<T>,
+) -> impl futures::Stream<Item = T> {
+    futures::stream::poll_fn(move |cx| receiver.poll_recv(cx))
 }

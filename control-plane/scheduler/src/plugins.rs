@@ -18,6 +18,14 @@ pub const NOT_READY_TAINT: &str = "node.kubernetes.io/not-ready";
 /// The taint a cordoned node carries.
 pub const UNSCHEDULABLE_TAINT: &str = "node.kubernetes.io/unschedulable";
 
+/// The taint a cordoned node is treated as having.
+static CORDON: std::sync::LazyLock<Taint> = std::sync::LazyLock::new(|| Taint {
+    key: UNSCHEDULABLE_TAINT.into(),
+    effect: "NoSchedule".into(),
+    value: None,
+    time_added: None,
+});
+
 /// Whether `toleration` tolerates `taint`.
 pub fn tolerates(toleration: &Toleration, taint: &Taint) -> bool {
     if toleration
@@ -153,13 +161,7 @@ pub fn filter(pod: &Pod, usage: &Usage, node: &NodeInfo) -> Result<(), Vec<Strin
         .as_ref()
         .and_then(|s| s.unschedulable)
         .unwrap_or(false);
-    let cordon = Taint {
-        key: UNSCHEDULABLE_TAINT.into(),
-        effect: "NoSchedule".into(),
-        value: None,
-        time_added: None,
-    };
-    if unschedulable && !tolerated(pod, &cordon) {
+    if unschedulable && !tolerated(pod, &CORDON) {
         return Err(vec!["node(s) were unschedulable".into()]);
     }
     if let Some(wanted) = spec
@@ -169,8 +171,8 @@ pub fn filter(pod: &Pod, usage: &Usage, node: &NodeInfo) -> Result<(), Vec<Strin
     {
         return Err(vec!["node(s) didn't match the requested node name".into()]);
     }
-    for taint in taints(&node.node) {
-        if matches!(taint.effect.as_str(), "NoSchedule" | "NoExecute") && !tolerated(pod, &taint) {
+    for taint in &node.taints {
+        if matches!(taint.effect.as_str(), "NoSchedule" | "NoExecute") && !tolerated(pod, taint) {
             return Err(vec![format!(
                 "node(s) had untolerated taint {{{}: {}}}",
                 taint.key,
@@ -189,12 +191,12 @@ pub fn filter(pod: &Pod, usage: &Usage, node: &NodeInfo) -> Result<(), Vec<Strin
         ]);
     }
     let mut reasons = Vec::new();
-    let pods_allowed = node.allocatable.get("pods") / 1000;
+    let pods_allowed = node.allocatable.pods / 1000;
     if i64::try_from(node.pod_count).unwrap_or(i64::MAX) + 1 > pods_allowed {
         reasons.push("Too many pods".to_owned());
     }
-    for (name, amount) in &usage.requests.0 {
-        if name == "pods" || *amount <= 0 {
+    for (name, amount) in usage.requests.iter() {
+        if name == "pods" || amount <= 0 {
             continue;
         }
         if node.requested.get(name) + amount > node.allocatable.get(name) {
@@ -251,8 +253,9 @@ pub fn preferred_affinity(pod: &Pod, node: &Node) -> i64 {
 }
 
 /// How many PreferNoSchedule taints of `node` the pod does not tolerate.
-pub fn untolerated_soft_taints(pod: &Pod, node: &Node) -> i64 {
-    let count = taints(node)
+pub fn untolerated_soft_taints(pod: &Pod, node: &NodeInfo) -> i64 {
+    let count = node
+        .taints
         .iter()
         .filter(|t| t.effect == "PreferNoSchedule" && !tolerated(pod, t))
         .count();

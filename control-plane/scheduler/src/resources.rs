@@ -9,9 +9,21 @@ use k8s_openapi::api::core::v1::{Container, PodSpec};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use kube_quantity::ParsedQuantity;
 
-/// Amounts by resource name, in thousandths.
+/// Amounts of resources, in thousandths: the four every pod and node has as fields (decisions
+/// read them for every node, so no map lookups), extended resources by name.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Resources(pub BTreeMap<String, i64>);
+pub struct Resources {
+    /// cpu, in millicores.
+    pub cpu: i64,
+    /// memory, in thousandths of a byte.
+    pub memory: i64,
+    /// ephemeral-storage, in thousandths of a byte.
+    pub ephemeral_storage: i64,
+    /// pods, in thousandths of a pod.
+    pub pods: i64,
+    /// Everything else (extended resources such as GPUs), by name.
+    pub extended: BTreeMap<String, i64>,
+}
 
 /// What a container without a cpu request counts as when spreading load (not when fitting).
 pub const DEFAULT_CPU_MILLI: i64 = 100;
@@ -21,20 +33,64 @@ pub const DEFAULT_MEMORY_MILLI: i64 = 200 * 1024 * 1024 * 1000;
 impl Resources {
     /// The amount of `name` (0 when absent).
     pub fn get(&self, name: &str) -> i64 {
-        self.0.get(name).copied().unwrap_or(0)
+        match name {
+            "cpu" => self.cpu,
+            "memory" => self.memory,
+            "ephemeral-storage" => self.ephemeral_storage,
+            "pods" => self.pods,
+            other => self.extended.get(other).copied().unwrap_or(0),
+        }
+    }
+
+    fn slot(&mut self, name: &str) -> &mut i64 {
+        match name {
+            "cpu" => &mut self.cpu,
+            "memory" => &mut self.memory,
+            "ephemeral-storage" => &mut self.ephemeral_storage,
+            "pods" => &mut self.pods,
+            other => self.extended.entry(other.to_owned()).or_default(),
+        }
+    }
+
+    /// Every amount with its name, the fixed four first.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, i64)> {
+        [
+            ("cpu", self.cpu),
+            ("memory", self.memory),
+            ("ephemeral-storage", self.ephemeral_storage),
+            ("pods", self.pods),
+        ]
+        .into_iter()
+        .chain(self.extended.iter().map(|(k, v)| (k.as_str(), *v)))
     }
 
     /// Adds `other` in.
     pub fn add(&mut self, other: &Resources) {
-        for (name, amount) in &other.0 {
-            *self.0.entry(name.clone()).or_default() += amount;
+        self.cpu += other.cpu;
+        self.memory += other.memory;
+        self.ephemeral_storage += other.ephemeral_storage;
+        self.pods += other.pods;
+        for (name, amount) in &other.extended {
+            *self.extended.entry(name.clone()).or_default() += amount;
         }
     }
 
     /// Takes `other` out.
     pub fn subtract(&mut self, other: &Resources) {
-        for (name, amount) in &other.0 {
-            *self.0.entry(name.clone()).or_default() -= amount;
+        self.cpu -= other.cpu;
+        self.memory -= other.memory;
+        self.ephemeral_storage -= other.ephemeral_storage;
+        self.pods -= other.pods;
+        for (name, amount) in &other.extended {
+            *self.extended.entry(name.clone()).or_default() -= amount;
+        }
+    }
+
+    /// Raises each amount to at least `other`'s.
+    fn at_least(&mut self, other: &Resources) {
+        for (name, amount) in other.iter() {
+            let slot = self.slot(name);
+            *slot = (*slot).max(amount);
         }
     }
 
@@ -43,7 +99,7 @@ impl Resources {
     pub fn from_list(list: Option<&BTreeMap<String, Quantity>>) -> Resources {
         let mut resources = Resources::default();
         for (name, quantity) in list.into_iter().flatten() {
-            resources.0.insert(name.clone(), milli(quantity));
+            *resources.slot(name) = milli(quantity);
         }
         resources
     }
@@ -86,19 +142,13 @@ pub fn pod_requests(spec: &PodSpec) -> Resources {
         } else {
             let mut running = requests;
             running.add(&sidecars);
-            for (name, amount) in running.0 {
-                let peak = init_peak.0.entry(name).or_default();
-                *peak = (*peak).max(amount);
-            }
+            init_peak.at_least(&running);
         }
     }
     total.add(&sidecars);
-    for (name, amount) in init_peak.0 {
-        let entry = total.0.entry(name).or_default();
-        *entry = (*entry).max(amount);
-    }
+    total.at_least(&init_peak);
     total.add(&Resources::from_list(spec.overhead.as_ref()));
-    total.0.insert("pods".into(), 1000);
+    total.pods = 1000;
     total
 }
 
@@ -109,11 +159,11 @@ pub fn pod_nonzero_requests(spec: &PodSpec) -> (i64, i64) {
     let mut memory = 0;
     for container in &spec.containers {
         let requests = container_requests(container);
-        cpu += match requests.get("cpu") {
+        cpu += match requests.cpu {
             0 => DEFAULT_CPU_MILLI,
             n => n,
         };
-        memory += match requests.get("memory") {
+        memory += match requests.memory {
             0 => DEFAULT_MEMORY_MILLI,
             n => n,
         };

@@ -99,7 +99,7 @@ pub fn schedule(
         .collect();
     let soft: Vec<i64> = feasible
         .iter()
-        .map(|n| plugins::untolerated_soft_taints(pod, &n.node))
+        .map(|n| plugins::untolerated_soft_taints(pod, n))
         .collect();
     let max_affinity = affinity.iter().copied().max().unwrap_or(0);
     let max_soft = soft.iter().copied().max().unwrap_or(0);
