@@ -1,6 +1,7 @@
 //! A stand-in for kubelets in control-plane tests: it watches the pods of a namespace and,
-//! after a delay, reports each one Running and Ready through the pods' status subresource,
-//! as a kubelet would once its containers started. No containers run.
+//! after a delay, reports each one Running and Ready with a pod IP through the pods' status
+//! subresource, as a kubelet would once its containers started — once per pod, so a test may
+//! then mark a pod not ready. No containers run.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -40,6 +41,8 @@ impl PodAgent {
                     .expect("kubeconfig");
                 let client = kube::Client::try_from(config).expect("client");
                 let pods: Api<Pod> = Api::namespaced(client, &namespace);
+                let mut started = std::collections::HashSet::new();
+                let mut addresses = 0u32;
                 let mut events = std::pin::pin!(watcher::watcher(pods.clone(), watcher::Config::default()).default_backoff());
                 while !stopping.load(Ordering::Relaxed) {
                     let Ok(Some(event)) = tokio::time::timeout(Duration::from_millis(200), events.next()).await else {
@@ -51,6 +54,11 @@ impl PodAgent {
                     if pod.metadata.deletion_timestamp.is_some() || is_ready(&pod) {
                         continue;
                     }
+                    if !started.insert(pod.metadata.uid.clone().unwrap_or_default()) {
+                        continue;
+                    }
+                    addresses += 1;
+                    let ip = format!("10.244.{}.{}", addresses / 250, addresses % 250 + 1);
                     let pods = pods.clone();
                     tokio::spawn(async move {
                         tokio::time::sleep(delay).await;
@@ -58,6 +66,8 @@ impl PodAgent {
                         let status = json!({"status": {
                             "phase": "Running",
                             "startTime": now,
+                            "podIP": ip,
+                            "podIPs": [{"ip": ip}],
                             "conditions": [
                                 {"type": "PodScheduled", "status": "True", "lastTransitionTime": now},
                                 {"type": "Initialized", "status": "True", "lastTransitionTime": now},

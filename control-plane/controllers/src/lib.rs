@@ -8,6 +8,7 @@
 //! Leadership (one active manager per cluster) is the binary's business, not this library's.
 
 pub mod deployment;
+pub mod endpoints;
 pub mod expectations;
 pub mod garbage_collector;
 pub mod informer;
@@ -118,6 +119,13 @@ pub async fn run(client: kube::Client, options: Options) -> Result<(), Error> {
         tasks.spawn(replicaset::ReplicaSetController::run(
             client.clone(),
             sets.clone(),
+            pods.clone(),
+            5,
+        ));
+    }
+    if options.enabled("endpointslice") {
+        tasks.spawn(endpoints::EndpointsController::run(
+            client.clone(),
             pods.clone(),
             5,
         ));
