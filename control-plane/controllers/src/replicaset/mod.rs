@@ -210,7 +210,7 @@ impl ReplicaSetController {
         self.update_status(&set, plan.status, manage.then_some(failure.clone()))
             .await?;
         if let Some((_, message)) = failure {
-            return Err(Error::Invalid(message));
+            return Err(Error::Failed(message));
         }
         Ok(plan.recheck_after)
     }
