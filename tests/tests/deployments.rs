@@ -187,3 +187,72 @@ fn deployments_scale_roll_out_and_roll_back() {
     });
     assert!(!manager.log().contains("panicked"), "{}", manager.log());
 }
+
+#[test]
+fn a_standby_manager_finishes_a_rollout_the_leader_started() {
+    let plane = ControlPlane::start();
+    let mut leader = plane.start_controller_manager("leader.log", &[]);
+    let holder = || {
+        plane.ok(&[
+            "get",
+            "lease",
+            "kube-controller-manager",
+            "-n",
+            "kube-system",
+            "-o",
+            "jsonpath={.spec.holderIdentity}",
+        ])
+    };
+    wait_for(&plane, "a leader", || {
+        plane
+            .kubectl(&[
+                "get",
+                "lease",
+                "kube-controller-manager",
+                "-n",
+                "kube-system",
+            ])
+            .status
+            .success()
+            && !holder().is_empty()
+    });
+    let standby = plane.start_controller_manager("standby.log", &[]);
+    // Pods take a second to become ready, so the rollout outlives the leader.
+    let _agent = PodAgent::start(&plane.kubeconfig(), "default", Duration::from_secs(1));
+    plane.ok(&[
+        "create",
+        "deployment",
+        "web",
+        "--image=busybox:1.36",
+        "--replicas=4",
+    ]);
+    rollout(&plane);
+    plane.ok(&[
+        "patch",
+        "deployment",
+        "web",
+        "-p",
+        r#"{"spec":{"strategy":{"rollingUpdate":{"maxSurge":1,"maxUnavailable":0}}}}"#,
+    ]);
+    plane.ok(&["set", "image", "deployment/web", "busybox=busybox:1.37"]);
+    wait_for(&plane, "the rollout under way", || {
+        pods(&plane).iter().any(|p| p.ends_with("busybox:1.37"))
+    });
+    leader.kill();
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(
+        pods(&plane).iter().any(|p| p.ends_with("busybox:1.36")),
+        "old pods stay while no manager leads: {:?}",
+        pods(&plane)
+    );
+    plane.ok(&["rollout", "status", "deployment/web", "--timeout=90s"]);
+    wait_for(&plane, "four pods of the new image", || {
+        let now = pods(&plane);
+        now.len() == 4 && now.iter().all(|p| p.ends_with("busybox:1.37"))
+    });
+    assert!(
+        standby.log().contains("became the leader"),
+        "{}",
+        standby.log()
+    );
+}
