@@ -367,6 +367,31 @@ impl ControlPlane {
         child.wait_with_output().expect("kubectl output")
     }
 
+    /// `kubectl apply -f -` of `yaml` as the admin, failing the test if it fails.
+    pub fn apply(&self, yaml: &str) -> String {
+        let output = self.kubectl_stdin(&["apply", "-f", "-"], yaml);
+        assert!(
+            output.status.success(),
+            "kubectl apply failed: {}\n{yaml}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
+    /// The holder of the Lease `name` in `kube-system` (empty when there is none).
+    pub fn lease_holder(&self, name: &str) -> String {
+        let output = self.kubectl(&[
+            "get",
+            "lease",
+            name,
+            "-n",
+            "kube-system",
+            "-o",
+            "jsonpath={.spec.holderIdentity}",
+        ]);
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
     /// Runs kubectl as the admin and returns its stdout, failing the test if it fails.
     pub fn ok(&self, args: &[&str]) -> String {
         let output = self.kubectl(args);
@@ -393,7 +418,8 @@ fn spawn(command: &mut Command, dir: &Path) -> Child {
         .expect("starting basalt-apiserver")
 }
 
-fn tail(text: &str, lines: usize) -> String {
+/// The last `lines` lines of `text` (a log).
+pub fn tail(text: &str, lines: usize) -> String {
     let all: Vec<&str> = text.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")
 }

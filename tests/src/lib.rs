@@ -17,6 +17,7 @@ pub mod pki;
 pub mod pod_agent;
 pub mod process;
 pub mod procfs;
+pub mod wait;
 
 pub use cluster::{Cluster, ClusterOptions};
 pub use process::{MemberProcess, binary};

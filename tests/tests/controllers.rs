@@ -5,7 +5,8 @@
 
 use std::time::{Duration, Instant};
 
-use basalt_tests::control_plane::ControlPlane;
+use basalt_tests::control_plane::{ControlPlane, tail};
+use basalt_tests::wait;
 
 const REPLICA_SET: &str = r#"
 apiVersion: apps/v1
@@ -41,29 +42,11 @@ spec:
         x-kubernetes-preserve-unknown-fields: true
 "#;
 
-/// Polls `check` until it returns true or `timeout` passes.
-fn eventually(
-    what: &str,
-    plane: &ControlPlane,
-    timeout: Duration,
-    mut check: impl FnMut() -> bool,
-) {
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        if check() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    panic!(
-        "timed out waiting for {what}\n--- server log tail ---\n{}",
-        tail(&plane.log())
-    );
-}
-
-fn tail(log: &str) -> String {
-    let lines: Vec<&str> = log.lines().collect();
-    lines[lines.len().saturating_sub(30)..].join("\n")
+/// Polls `check` until it holds; past `timeout`, fails with the server's log tail.
+fn eventually(what: &str, plane: &ControlPlane, timeout: Duration, check: impl FnMut() -> bool) {
+    wait::until(what, timeout, check, || {
+        format!("--- server log tail ---\n{}", tail(&plane.log(), 30))
+    });
 }
 
 /// Names of the pods matching `selector` in `namespace` that are not being deleted.
@@ -101,25 +84,15 @@ fn replica_sets_and_the_garbage_collector() {
     let plane = ControlPlane::start();
     let manager = plane.start_controller_manager("controller-manager.log", &[]);
     let wait = |what: &str, check: &mut dyn FnMut() -> bool| {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while Instant::now() < deadline {
-            if check() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(200));
-        }
-        panic!(
-            "timed out waiting for {what}\n--- controller manager log ---\n{}",
-            tail(&manager.log())
-        );
+        wait::until(what, Duration::from_secs(30), check, || {
+            format!(
+                "--- controller manager log ---\n{}",
+                tail(&manager.log(), 30)
+            )
+        });
     };
 
-    let applied = plane.kubectl_stdin(&["apply", "-f", "-"], REPLICA_SET);
-    assert!(
-        applied.status.success(),
-        "{}",
-        String::from_utf8_lossy(&applied.stderr)
-    );
+    plane.apply(REPLICA_SET);
     wait("3 pods", &mut || {
         pods(&plane, "default", "app=web").len() == 3
     });
@@ -173,12 +146,7 @@ fn replica_sets_and_the_garbage_collector() {
     );
 
     // A new ReplicaSet adopts the orphans and creates only what is missing.
-    let applied = plane.kubectl_stdin(&["apply", "-f", "-"], REPLICA_SET);
-    assert!(
-        applied.status.success(),
-        "{}",
-        String::from_utf8_lossy(&applied.stderr)
-    );
+    plane.apply(REPLICA_SET);
     wait("adoption", &mut || {
         orphans.iter().all(|p| owners(&plane, p) == "web")
     });
@@ -206,12 +174,7 @@ fn replica_sets_and_the_garbage_collector() {
     assert!(!plane.kubectl(&["get", "rs", "web"]).status.success());
 
     // Background: the ReplicaSet goes at once, the collector removes the pods after.
-    let applied = plane.kubectl_stdin(&["apply", "-f", "-"], REPLICA_SET);
-    assert!(
-        applied.status.success(),
-        "{}",
-        String::from_utf8_lossy(&applied.stderr)
-    );
+    plane.apply(REPLICA_SET);
     wait("3 pods", &mut || {
         pods(&plane, "default", "app=web").len() == 3
     });
@@ -221,12 +184,7 @@ fn replica_sets_and_the_garbage_collector() {
     });
 
     // A custom resource owns a ConfigMap: deleting it collects the ConfigMap.
-    let crd = plane.kubectl_stdin(&["apply", "-f", "-"], WIDGETS);
-    assert!(
-        crd.status.success(),
-        "{}",
-        String::from_utf8_lossy(&crd.stderr)
-    );
+    plane.apply(WIDGETS);
     plane.ok(&[
         "wait",
         "--for=condition=Established",
@@ -245,12 +203,7 @@ fn replica_sets_and_the_garbage_collector() {
     let owned = format!(
         "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: gear-parts\n  ownerReferences:\n  - {{apiVersion: example.com/v1, kind: Widget, name: gear, uid: {uid}}}\n"
     );
-    let made = plane.kubectl_stdin(&["apply", "-f", "-"], &owned);
-    assert!(
-        made.status.success(),
-        "{}",
-        String::from_utf8_lossy(&made.stderr)
-    );
+    plane.apply(&owned);
     plane.ok(&["delete", "widget", "gear"]);
     wait("the custom resource's ConfigMap collected", &mut || {
         !plane
@@ -261,12 +214,7 @@ fn replica_sets_and_the_garbage_collector() {
 
     // An object whose owner never existed is collected too.
     let dangling = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: stray\n  ownerReferences:\n  - {apiVersion: apps/v1, kind: ReplicaSet, name: ghost, uid: 00000000-0000-0000-0000-000000000001}\n";
-    let made = plane.kubectl_stdin(&["apply", "-f", "-"], dangling);
-    assert!(
-        made.status.success(),
-        "{}",
-        String::from_utf8_lossy(&made.stderr)
-    );
+    plane.apply(dangling);
     wait("the dangling ConfigMap collected", &mut || {
         !plane
             .kubectl(&["get", "configmap", "stray"])
@@ -333,12 +281,7 @@ fn namespaces_get_defaults_and_are_emptied_on_delete() {
     });
 
     // Content of every kind, custom resources included, and one object held by a finalizer.
-    let crd = plane.kubectl_stdin(&["apply", "-f", "-"], WIDGETS);
-    assert!(
-        crd.status.success(),
-        "{}",
-        String::from_utf8_lossy(&crd.stderr)
-    );
+    plane.apply(WIDGETS);
     plane.ok(&[
         "wait",
         "--for=condition=Established",
@@ -406,29 +349,9 @@ fn namespaces_get_defaults_and_are_emptied_on_delete() {
 fn a_standby_manager_takes_over() {
     let plane = ControlPlane::start();
     let mut first = plane.start_controller_manager("first.log", &[]);
-    let holder = || {
-        plane.ok(&[
-            "get",
-            "lease",
-            "kube-controller-manager",
-            "-n",
-            "kube-system",
-            "-o",
-            "jsonpath={.spec.holderIdentity}",
-        ])
-    };
+    let holder = || plane.lease_holder("kube-controller-manager");
     eventually("a lease holder", &plane, Duration::from_secs(30), || {
-        plane
-            .kubectl(&[
-                "get",
-                "lease",
-                "kube-controller-manager",
-                "-n",
-                "kube-system",
-            ])
-            .status
-            .success()
-            && !holder().is_empty()
+        !holder().is_empty()
     });
     let leader = holder();
     let second = plane.start_controller_manager("second.log", &[]);
@@ -465,12 +388,7 @@ fn a_standby_manager_takes_over() {
     assert_eq!(transitions, "1");
 
     // The new leader does the work.
-    let applied = plane.kubectl_stdin(&["apply", "-f", "-"], REPLICA_SET);
-    assert!(
-        applied.status.success(),
-        "{}",
-        String::from_utf8_lossy(&applied.stderr)
-    );
+    plane.apply(REPLICA_SET);
     eventually(
         "pods from the new leader",
         &plane,

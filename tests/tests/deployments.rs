@@ -4,10 +4,11 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use basalt_tests::control_plane::ControlPlane;
 use basalt_tests::pod_agent::PodAgent;
+use basalt_tests::wait;
 
 fn rollout(plane: &ControlPlane) {
     plane.ok(&["rollout", "status", "deployment/web", "--timeout=60s"]);
@@ -30,15 +31,10 @@ fn pods(plane: &ControlPlane) -> Vec<String> {
         .collect()
 }
 
-fn wait_for(plane: &ControlPlane, what: &str, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while Instant::now() < deadline {
-        if check() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    panic!("timed out waiting for {what}; pods: {:?}", pods(plane));
+fn wait_for(plane: &ControlPlane, what: &str, check: impl FnMut() -> bool) {
+    wait::until(what, Duration::from_secs(30), check, || {
+        format!("pods: {:?}", pods(plane))
+    });
 }
 
 #[test]
@@ -192,30 +188,8 @@ fn deployments_scale_roll_out_and_roll_back() {
 fn a_standby_manager_finishes_a_rollout_the_leader_started() {
     let plane = ControlPlane::start();
     let mut leader = plane.start_controller_manager("leader.log", &[]);
-    let holder = || {
-        plane.ok(&[
-            "get",
-            "lease",
-            "kube-controller-manager",
-            "-n",
-            "kube-system",
-            "-o",
-            "jsonpath={.spec.holderIdentity}",
-        ])
-    };
-    wait_for(&plane, "a leader", || {
-        plane
-            .kubectl(&[
-                "get",
-                "lease",
-                "kube-controller-manager",
-                "-n",
-                "kube-system",
-            ])
-            .status
-            .success()
-            && !holder().is_empty()
-    });
+    let holder = || plane.lease_holder("kube-controller-manager");
+    wait_for(&plane, "a leader", || !holder().is_empty());
     let standby = plane.start_controller_manager("standby.log", &[]);
     // Pods take a second to become ready, so the rollout outlives the leader.
     let _agent = PodAgent::start(&plane.kubeconfig(), "default", Duration::from_secs(1));

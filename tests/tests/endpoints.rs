@@ -2,10 +2,11 @@
 //! with their readiness, a hundred endpoints to a slice, and follows scaling to zero and the
 //! Service's deletion. A stand-in agent reports pods Ready with addresses.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use basalt_tests::control_plane::ControlPlane;
 use basalt_tests::pod_agent::PodAgent;
+use basalt_tests::wait;
 use serde_json::Value;
 
 fn slices(plane: &ControlPlane) -> Vec<Value> {
@@ -39,15 +40,10 @@ fn counts(plane: &ControlPlane) -> (usize, usize, Vec<usize>) {
     (ready, not_ready, sizes)
 }
 
-fn wait_for(plane: &ControlPlane, what: &str, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while Instant::now() < deadline {
-        if check() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(250));
-    }
-    panic!("timed out waiting for {what}; slices: {:?}", counts(plane));
+fn wait_for(plane: &ControlPlane, what: &str, check: impl FnMut() -> bool) {
+    wait::until(what, Duration::from_secs(60), check, || {
+        format!("slices: {:?}", counts(plane))
+    });
 }
 
 #[test]

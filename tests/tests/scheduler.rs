@@ -2,9 +2,10 @@
 //! land where they fit, a pod that fits nowhere says why in the words kube-scheduler uses
 //! and is placed once a node that fits is added, and selectors and host ports are kept.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use basalt_tests::control_plane::ControlPlane;
+use basalt_tests::wait;
 
 fn node(name: &str, cpu: &str, extra: &str) -> String {
     format!(
@@ -18,31 +19,14 @@ fn pod(name: &str, cpu: &str, extra: &str) -> String {
     )
 }
 
-fn apply(plane: &ControlPlane, yaml: &str) {
-    let out = plane.kubectl_stdin(&["apply", "-f", "-"], yaml);
-    assert!(
-        out.status.success(),
-        "{}\n{yaml}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 fn node_of(plane: &ControlPlane, pod: &str) -> String {
     plane.ok(&["get", "pod", pod, "-o", "jsonpath={.spec.nodeName}"])
 }
 
-fn wait_for(what: &str, log: &dyn Fn() -> String, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while Instant::now() < deadline {
-        if check() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    panic!(
-        "timed out waiting for {what}\n--- scheduler log ---\n{}",
-        log()
-    );
+fn wait_for(what: &str, log: &dyn Fn() -> String, check: impl FnMut() -> bool) {
+    wait::until(what, Duration::from_secs(30), check, || {
+        format!("--- scheduler log ---\n{}", log())
+    });
 }
 
 /// The messages of the events of `reason` about `pod`.
@@ -63,8 +47,7 @@ fn pods_land_where_they_fit_and_wait_with_a_reason() {
     let plane = ControlPlane::start();
     let scheduler = plane.start_scheduler("scheduler.log", &[]);
     let log = || scheduler.log();
-    apply(
-        &plane,
+    plane.apply(
         &[
             node(
                 "n1",
@@ -78,7 +61,7 @@ fn pods_land_where_they_fit_and_wait_with_a_reason() {
     );
 
     // Fits on an untainted node; the assignment is an event.
-    apply(&plane, &pod("small", "500m", ""));
+    plane.apply(&pod("small", "500m", ""));
     wait_for("small scheduled", &log, || {
         !node_of(&plane, "small").is_empty()
     });
@@ -90,7 +73,7 @@ fn pods_land_where_they_fit_and_wait_with_a_reason() {
     });
 
     // Fits nowhere: the reason, in the event and the PodScheduled condition.
-    apply(&plane, &pod("big", "3", ""));
+    plane.apply(&pod("big", "3", ""));
     let expected = "0/3 nodes are available: 1 node(s) had untolerated taint {dedicated: db}, 2 Insufficient cpu.";
     wait_for("a FailedScheduling event", &log, || {
         events(&plane, "big", "FailedScheduling")
@@ -105,19 +88,17 @@ fn pods_land_where_they_fit_and_wait_with_a_reason() {
     assert_eq!(
         events(&plane, "big", "FailedScheduling").len(),
         1,
-        "no repeated attempts while nothing changes"
+        "one FailedScheduling event for one reason, not one per attempt"
     );
 
     // A node that fits arrives: the pod is placed there.
-    apply(&plane, &node("n4", "4", ""));
+    plane.apply(&node("n4", "4", ""));
     wait_for("big scheduled on the new node", &log, || {
         node_of(&plane, "big") == "n4"
     });
 
     // Tolerations, node selectors and host ports are kept.
-    apply(
-        &plane,
-        &pod(
+    plane.apply(&pod(
             "db",
             "100m",
             "  tolerations: [{key: dedicated, operator: Equal, value: db, effect: NoSchedule}]\n  nodeSelector: {kubernetes.io/hostname: n1}\n",
@@ -135,9 +116,9 @@ fn pods_land_where_they_fit_and_wait_with_a_reason() {
             "    ports: [{containerPort: 80, hostPort: 8080}]\n    resources:",
         )
     };
-    apply(&plane, &port("web-a"));
+    plane.apply(&port("web-a"));
     wait_for("web-a on n3", &log, || node_of(&plane, "web-a") == "n3");
-    apply(&plane, &port("web-b"));
+    plane.apply(&port("web-b"));
     wait_for("web-b refused", &log, || {
         // Filters run in kube-scheduler's order: taints before selectors before ports.
         events(&plane, "web-b", "FailedScheduling").iter().any(|m| {
@@ -152,14 +133,5 @@ fn pods_land_where_they_fit_and_wait_with_a_reason() {
     });
 
     // The scheduler holds its lease.
-    let holder = plane.ok(&[
-        "get",
-        "lease",
-        "kube-scheduler",
-        "-n",
-        "kube-system",
-        "-o",
-        "jsonpath={.spec.holderIdentity}",
-    ]);
-    assert!(!holder.is_empty());
+    assert!(!plane.lease_holder("kube-scheduler").is_empty());
 }

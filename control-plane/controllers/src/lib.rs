@@ -51,6 +51,15 @@ pub enum Error {
     Failed(String),
 }
 
+/// A write whose object is already gone has nothing left to do.
+pub(crate) fn unless_gone<T>(result: Result<T, kube::Error>) -> Result<(), Error> {
+    match result {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
+        Err(error) => Err(error.into()),
+    }
+}
+
 impl Error {
     /// Whether the API refused a write because the object changed meanwhile.
     pub fn is_conflict(&self) -> bool {

@@ -13,11 +13,11 @@ use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::discovery::verbs;
 use serde_json::json;
 
-use crate::Error;
 use crate::informer::{Change, Informer, follow};
 use crate::queue::WorkQueue;
 use crate::resources::Resources;
 use crate::workers::{self, Key};
+use crate::{Error, unless_gone};
 
 /// The finalizer the API server puts on every namespace.
 pub const KUBERNETES_FINALIZER: &str = "kubernetes";
@@ -59,11 +59,10 @@ impl NamespaceController {
         namespaces.synced().await;
         controller.enqueue_deleting();
         let worker = controller.clone();
-        workers::spawn("namespace", controller.queue.clone(), workers, move |key| {
+        workers::run("namespace", controller.queue.clone(), workers, move |key| {
             worker.clone().reconcile(key)
-        });
-        std::future::pending::<()>().await;
-        Ok(())
+        })
+        .await
     }
 
     fn enqueue_deleting(&self) {
@@ -273,17 +272,13 @@ impl NamespaceController {
         }
         let api: Api<Namespace> = Api::all(self.client.clone());
         let name = namespace.metadata.name.as_deref().unwrap_or_default();
-        match api
-            .patch_status(
+        unless_gone(
+            api.patch_status(
                 name,
                 &PatchParams::default(),
                 &Patch::Merge(json!({"status": {"conditions": conditions}})),
             )
-            .await
-        {
-            Ok(_) => Ok(()),
-            Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
-            Err(error) => Err(error.into()),
-        }
+            .await,
+        )
     }
 }

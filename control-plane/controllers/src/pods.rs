@@ -80,6 +80,17 @@ pub fn controller_reference<K: Resource<DynamicType = ()>>(owner: &K) -> OwnerRe
     }
 }
 
+/// A strategic merge patch that makes `reference` the controller of the object `uid` (the uid
+/// guards against a new object of the same name).
+pub fn adopt_patch(uid: Option<&String>, reference: &OwnerReference) -> serde_json::Value {
+    serde_json::json!({"metadata": {"uid": uid, "ownerReferences": [reference]}})
+}
+
+/// A strategic merge patch that removes the object `uid`'s reference to `owner`.
+pub fn release_patch(uid: Option<&String>, owner: &str) -> serde_json::Value {
+    serde_json::json!({"metadata": {"uid": uid, "ownerReferences": [{"$patch": "delete", "uid": owner}]}})
+}
+
 /// The pod `template` makes for its controller: the template's labels, annotations and
 /// finalizers, a name generated from `prefix`, and a controller reference.
 pub fn from_template(

@@ -61,39 +61,26 @@ impl NamespaceDefaults {
                 Change::Relisted => controller.enqueue_all(),
             }
         }));
-        let in_namespace = |controller: Arc<NamespaceDefaults>| {
-            move |namespace: Option<String>| {
-                if let Some(namespace) = namespace {
-                    controller.queue.add(Key {
-                        namespace: None,
-                        name: namespace,
-                    });
-                }
-            }
-        };
-        let on_account = in_namespace(controller.clone());
-        tokio::spawn(follow(accounts.subscribe(), move |change| match change {
-            Change::Applied(a) | Change::Deleted(a) => on_account(a.metadata.namespace.clone()),
-            Change::Relisted => {}
-        }));
-        let on_configmap = in_namespace(controller.clone());
-        tokio::spawn(follow(configmaps.subscribe(), move |change| match change {
-            Change::Applied(c) | Change::Deleted(c) => on_configmap(c.metadata.namespace.clone()),
-            Change::Relisted => {}
-        }));
+        tokio::spawn(follow(
+            accounts.subscribe(),
+            requeue_namespace(controller.queue.clone()),
+        ));
+        tokio::spawn(follow(
+            configmaps.subscribe(),
+            requeue_namespace(controller.queue.clone()),
+        ));
         namespaces.synced().await;
         accounts.synced().await;
         configmaps.synced().await;
         controller.enqueue_all();
         let worker = controller.clone();
-        workers::spawn(
+        workers::run(
             "namespace-defaults",
             controller.queue.clone(),
             2,
             move |key| worker.clone().reconcile(key),
-        );
-        std::future::pending::<()>().await;
-        Ok(())
+        )
+        .await
     }
 
     fn enqueue_all(&self) {
@@ -169,6 +156,20 @@ impl NamespaceDefaults {
             Some(_) => {}
         }
         Ok(None)
+    }
+}
+
+/// A change to one of a namespace's defaults sends the namespace back to the queue.
+fn requeue_namespace<K: kube::Resource>(queue: Arc<WorkQueue<Key>>) -> impl FnMut(Change<K>) {
+    move |change| {
+        if let Change::Applied(object) | Change::Deleted(object) = change
+            && let Some(namespace) = &object.meta().namespace
+        {
+            queue.add(Key {
+                namespace: None,
+                name: namespace.clone(),
+            });
+        }
     }
 }
 

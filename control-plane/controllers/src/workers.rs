@@ -59,14 +59,24 @@ impl std::fmt::Display for Key {
     }
 }
 
-/// Starts `workers` tasks that reconcile keys from `queue`. `reconcile` returns when to look
-/// at the object again, if it must.
-pub fn spawn<F, Fut>(
+/// Runs `workers` tasks that reconcile keys from `queue`, for as long as the process lives.
+/// `reconcile` returns when to look at the object again, if it must.
+pub async fn run<F, Fut>(
     controller: &'static str,
     queue: Arc<WorkQueue<Key>>,
     workers: usize,
     reconcile: F,
-) where
+) -> Result<(), Error>
+where
+    F: Fn(Key) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<Option<Duration>, Error>> + Send + 'static,
+{
+    spawn(controller, queue, workers, reconcile);
+    std::future::pending::<Result<(), Error>>().await
+}
+
+fn spawn<F, Fut>(controller: &'static str, queue: Arc<WorkQueue<Key>>, workers: usize, reconcile: F)
+where
     F: Fn(Key) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Result<Option<Duration>, Error>> + Send + 'static,
 {

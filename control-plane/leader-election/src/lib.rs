@@ -54,6 +54,13 @@ impl Config {
     }
 }
 
+/// A candidate identity unique to this process: the host name and a random suffix, as
+/// kube's components use.
+pub fn identity() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    format!("{}_{}", host.trim(), uuid::Uuid::new_v4())
+}
+
 /// Why leading ended without the work finishing.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

@@ -128,68 +128,30 @@ impl Scheduler {
     }
 
     async fn watch_nodes(self: Arc<Self>, listed: tokio::sync::watch::Sender<bool>) {
-        let api: Api<Node> = Api::all(self.client.clone());
-        let mut events =
-            std::pin::pin!(watcher::watcher(api, watcher::Config::default()).default_backoff());
-        let mut known: HashSet<String> = HashSet::new();
-        let mut relisted: HashSet<String> = HashSet::new();
-        while let Some(event) = events.next().await {
-            match event {
-                Ok(WatchEvent::Init) => relisted.clear(),
-                Ok(WatchEvent::InitApply(node) | WatchEvent::Apply(node)) => {
-                    let name = node.metadata.name.clone().unwrap_or_default();
-                    relisted.insert(name.clone());
-                    known.insert(name);
-                    self.cache.lock().set_node(Arc::new(node));
-                    self.queue.cluster_changed();
-                }
-                Ok(WatchEvent::InitDone) => {
-                    for gone in known.difference(&relisted) {
-                        self.cache.lock().remove_node(gone);
-                    }
-                    known = relisted.clone();
-                    listed.send_replace(true);
-                }
-                Ok(WatchEvent::Delete(node)) => {
-                    let name = node.metadata.name.clone().unwrap_or_default();
-                    known.remove(&name);
-                    self.cache.lock().remove_node(&name);
-                }
-                Err(error) => tracing::debug!(%error, "node watch failed; retrying"),
-            }
-        }
+        let name = |node: &Node| node.metadata.name.clone().unwrap_or_default();
+        follow(
+            Api::all(self.client.clone()),
+            listed,
+            name,
+            |node| {
+                self.cache.lock().set_node(Arc::new(node));
+                self.queue.cluster_changed();
+            },
+            |name| self.cache.lock().remove_node(name),
+        )
+        .await;
     }
 
     async fn watch_pods(self: Arc<Self>, listed: tokio::sync::watch::Sender<bool>) {
-        let api: Api<Pod> = Api::all(self.client.clone());
-        let mut events =
-            std::pin::pin!(watcher::watcher(api, watcher::Config::default()).default_backoff());
-        let mut known: HashSet<String> = HashSet::new();
-        let mut relisted: HashSet<String> = HashSet::new();
-        while let Some(event) = events.next().await {
-            match event {
-                Ok(WatchEvent::Init) => relisted.clear(),
-                Ok(WatchEvent::InitApply(pod) | WatchEvent::Apply(pod)) => {
-                    let uid = pod.metadata.uid.clone().unwrap_or_default();
-                    relisted.insert(uid.clone());
-                    known.insert(uid);
-                    self.pod_seen(pod);
-                }
-                Ok(WatchEvent::InitDone) => {
-                    for gone in known.difference(&relisted) {
-                        self.pod_gone(gone);
-                    }
-                    known = relisted.clone();
-                    listed.send_replace(true);
-                }
-                Ok(WatchEvent::Delete(pod)) => {
-                    let uid = pod.metadata.uid.clone().unwrap_or_default();
-                    known.remove(&uid);
-                    self.pod_gone(&uid);
-                }
-                Err(error) => tracing::debug!(%error, "pod watch failed; retrying"),
-            }
-        }
+        let uid = |pod: &Pod| pod.metadata.uid.clone().unwrap_or_default();
+        follow(
+            Api::all(self.client.clone()),
+            listed,
+            uid,
+            |pod| self.pod_seen(pod),
+            |uid| self.pod_gone(uid),
+        )
+        .await;
     }
 
     fn pod_seen(&self, pod: Pod) {
@@ -360,6 +322,48 @@ impl Scheduler {
         };
         if self.events.try_send(event).is_err() {
             tracing::debug!(reason, "event queue full; dropped an event");
+        }
+    }
+}
+
+/// Follows a watch of `api`: `applied` for each object added or changed, `gone` with the key
+/// of each one deleted — including those a relist no longer shows, whose deletions the
+/// watch never delivered — and `listed` set once the first listing is in.
+async fn follow<K>(
+    api: Api<K>,
+    listed: tokio::sync::watch::Sender<bool>,
+    key: impl Fn(&K) -> String,
+    mut applied: impl FnMut(K),
+    mut gone: impl FnMut(&str),
+) where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + 'static,
+{
+    let mut events =
+        std::pin::pin!(watcher::watcher(api, watcher::Config::default()).default_backoff());
+    let mut known: HashSet<String> = HashSet::new();
+    let mut relisted: HashSet<String> = HashSet::new();
+    while let Some(event) = events.next().await {
+        match event {
+            Ok(WatchEvent::Init) => relisted.clear(),
+            Ok(WatchEvent::InitApply(object) | WatchEvent::Apply(object)) => {
+                let id = key(&object);
+                relisted.insert(id.clone());
+                known.insert(id);
+                applied(object);
+            }
+            Ok(WatchEvent::InitDone) => {
+                for missing in known.difference(&relisted) {
+                    gone(missing);
+                }
+                known = relisted.clone();
+                listed.send_replace(true);
+            }
+            Ok(WatchEvent::Delete(object)) => {
+                let id = key(&object);
+                known.remove(&id);
+                gone(&id);
+            }
+            Err(error) => tracing::debug!(%error, "watch failed; retrying"),
         }
     }
 }

@@ -9,6 +9,42 @@ use anyhow::{Context, Result};
 use crate::bench::machine::Facts;
 use crate::bench::report::TopologyReport;
 
+/// Appends a Markdown section for one run of a benchmark against targets to `path`: `title`,
+/// the command (`BASALT_BENCH_COMMAND`, else `default_command`), the machine, `setup` in a
+/// line, then `table`.
+pub fn append_run(
+    path: &Path,
+    facts: &Facts,
+    title: &str,
+    default_command: &str,
+    setup: &str,
+    table: &str,
+) -> Result<()> {
+    let command =
+        std::env::var("BASALT_BENCH_COMMAND").unwrap_or_else(|_| default_command.to_owned());
+    let section = format!(
+        "\n## {date} — {title}\n\n\
+         - command: `{command}`\n\
+         - machine: {cpus}, {memory}, {kernel}\n\
+         - {setup}\n\n{table}",
+        date = facts.date,
+        cpus = facts.cpus,
+        memory = facts.memory,
+        kernel = facts.kernel,
+    );
+    write(path, &section)
+}
+
+fn write(path: &Path, section: &str) -> Result<()> {
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    file.write_all(section.as_bytes())
+        .with_context(|| format!("writing {}", path.display()))
+}
+
 /// Appends a Markdown section for one run to `path`; `plan` describes the phases in a line.
 pub fn append(
     path: &Path,
@@ -35,11 +71,5 @@ pub fn append(
         section += &report.markdown();
         section += "\n";
     }
-    let mut file = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .with_context(|| format!("opening {}", path.display()))?;
-    file.write_all(section.as_bytes())
-        .with_context(|| format!("writing {}", path.display()))
+    write(path, &section)
 }

@@ -15,13 +15,13 @@
 //! with the issue's targets. `cargo xtask bench apiserver` builds the release binaries and
 //! runs this with `--markdown docs/benchmarks.md`, so every run is recorded.
 
-use std::io::Write;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 use basalt_tests::bench::apiserver::{self, Outcome};
 use basalt_tests::bench::machine::Facts;
+use basalt_tests::bench::record;
 use basalt_tests::bench::stats::median;
 use basalt_tests::control_plane::ControlPlane;
 use basalt_tests::procfs;
@@ -211,26 +211,19 @@ async fn main() -> Result<()> {
 
     if let Some(path) = &args.markdown {
         let facts = Facts::gather(&plane.data_dir());
-        let command =
-            std::env::var("BASALT_BENCH_COMMAND").unwrap_or_else(|_| "apiserver-bench".into());
-        let section = format!(
-            "\n## {date} — API server\n\n\
-             - command: `{command}`\n\
-             - machine: {cpus}, {memory}, {kernel}\n\
-             - server: basalt-apiserver at {basalt} (release), one in-process store member; \
-             client: the kube crate, one connection pool\n\n{table}",
-            date = facts.date,
-            cpus = facts.cpus,
-            memory = facts.memory,
-            kernel = facts.kernel,
-            basalt = facts.basalt,
+        let setup = format!(
+            "server: basalt-apiserver at {} (release), one in-process store member; \
+             client: the kube crate, one connection pool",
+            facts.basalt
         );
-        std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-            .with_context(|| format!("opening {}", path.display()))?
-            .write_all(section.as_bytes())?;
+        record::append_run(
+            path,
+            &facts,
+            "API server",
+            "apiserver-bench",
+            &setup,
+            &table,
+        )?;
     }
     Ok(())
 }

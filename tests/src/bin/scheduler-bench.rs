@@ -11,7 +11,6 @@
 //! this with `--markdown docs/benchmarks.md`, so every run is recorded.
 
 use std::collections::HashMap;
-use std::io::Write;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -19,6 +18,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use basalt_tests::bench::apiserver::{self, closed_loop};
 use basalt_tests::bench::machine::Facts;
+use basalt_tests::bench::record;
 use basalt_tests::bench::stats::{Latencies, micros};
 use basalt_tests::control_plane::ControlPlane;
 use basalt_tests::procfs;
@@ -250,28 +250,12 @@ async fn main() -> Result<()> {
     println!("{table}");
     if let Some(path) = &args.markdown {
         let facts = Facts::gather(&plane.data_dir());
-        let command =
-            std::env::var("BASALT_BENCH_COMMAND").unwrap_or_else(|_| "scheduler-bench".into());
-        let section = format!(
-            "\n## {date} — scheduler\n\n\
-             - command: `{command}`\n\
-             - machine: {cpus}, {memory}, {kernel}\n\
-             - basalt-scheduler and basalt-apiserver at {basalt} (release) on the same machine; \
-             {nodes} nodes registered as API objects (no kubelets), {pods} pods of 100m cpu\n\n{table}",
-            date = facts.date,
-            cpus = facts.cpus,
-            memory = facts.memory,
-            kernel = facts.kernel,
-            basalt = facts.basalt,
-            nodes = args.nodes,
-            pods = args.pods,
+        let setup = format!(
+            "basalt-scheduler and basalt-apiserver at {} (release) on the same machine; \
+             {} nodes registered as API objects (no kubelets), {} pods of 100m cpu",
+            facts.basalt, args.nodes, args.pods
         );
-        std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-            .with_context(|| format!("opening {}", path.display()))?
-            .write_all(section.as_bytes())?;
+        record::append_run(path, &facts, "scheduler", "scheduler-bench", &setup, &table)?;
     }
     Ok(())
 }

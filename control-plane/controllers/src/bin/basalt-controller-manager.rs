@@ -87,8 +87,7 @@ async fn main() -> Result<()> {
     if !args.leader_elect {
         return work.await.context("controllers stopped");
     }
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
-    let identity = format!("{}_{}", host.trim(), uuid::Uuid::new_v4());
+    let identity = leader_election::identity();
     let election = leader_election::Config {
         lease_duration: args.leader_elect_lease_duration,
         renew_deadline: args.leader_elect_renew_deadline,

@@ -19,7 +19,7 @@ use serde_json::json;
 use crate::informer::{Change, Informer, follow};
 use crate::queue::WorkQueue;
 use crate::workers::{self, Key};
-use crate::{Error, pods};
+use crate::{Error, pods, unless_gone};
 
 /// The Deployment controller's shared state.
 pub struct DeploymentController {
@@ -72,14 +72,13 @@ impl DeploymentController {
         pods.synced().await;
         controller.enqueue_all();
         let worker = controller.clone();
-        workers::spawn(
+        workers::run(
             "deployment",
             controller.queue.clone(),
             workers,
             move |key| worker.clone().reconcile(key),
-        );
-        std::future::pending::<()>().await;
-        Ok(())
+        )
+        .await
     }
 
     fn enqueue_all(&self) {
@@ -146,8 +145,8 @@ impl DeploymentController {
                     if matches {
                         owned.push((*set).clone());
                     } else {
-                        let patch = json!({"metadata": {"uid": set.metadata.uid, "ownerReferences": [{"$patch": "delete", "uid": uid}]}});
-                        gone_ok(
+                        let patch = pods::release_patch(set.metadata.uid.as_ref(), &uid);
+                        unless_gone(
                             sets_api
                                 .patch(&name, &PatchParams::default(), &Patch::Strategic(patch))
                                 .await,
@@ -158,8 +157,8 @@ impl DeploymentController {
                     && deployment.metadata.deletion_timestamp.is_none()
                     && set.metadata.deletion_timestamp.is_none() =>
                 {
-                    let patch = json!({"metadata": {"uid": set.metadata.uid, "ownerReferences": [reference]}});
-                    gone_ok(
+                    let patch = pods::adopt_patch(set.metadata.uid.as_ref(), &reference);
+                    unless_gone(
                         sets_api
                             .patch(&name, &PatchParams::default(), &Patch::Strategic(patch))
                             .await,
@@ -213,14 +212,14 @@ impl DeploymentController {
             && current_revision != Some(revision)
         {
             let patch = json!({"metadata": {"annotations": {rollout::REVISION: revision}}});
-            gone_ok(
+            unless_gone(
                 api.patch(&key.name, &PatchParams::default(), &Patch::Merge(patch))
                     .await,
             )?;
         }
         if deployment.status.as_ref() != Some(&plan.status) {
             let patch = json!({"status": plan.status});
-            gone_ok(
+            unless_gone(
                 api.patch_status(&key.name, &PatchParams::default(), &Patch::Merge(patch))
                     .await,
             )?;
@@ -255,7 +254,7 @@ impl DeploymentController {
                     "metadata": {"resourceVersion": set.metadata.resource_version, "annotations": set.metadata.annotations},
                     "spec": {"replicas": replicas},
                 });
-                gone_ok(
+                unless_gone(
                     api.patch(&name, &PatchParams::default(), &Patch::Merge(patch))
                         .await,
                 )?;
@@ -331,12 +330,4 @@ fn selects(deployment: &Deployment, labels: &std::collections::BTreeMap<String, 
         .as_ref()
         .and_then(|s| Selector::try_from(s.selector.clone()).ok())
         .is_some_and(|s| !s.selects_all() && s.matches(labels))
-}
-
-fn gone_ok<T>(result: Result<T, kube::Error>) -> Result<(), Error> {
-    match result {
-        Ok(_) => Ok(()),
-        Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
-        Err(error) => Err(error.into()),
-    }
 }

@@ -88,14 +88,13 @@ impl EndpointsController {
         pods.synced().await;
         controller.enqueue_all();
         let worker = controller.clone();
-        workers::spawn(
+        workers::run(
             "endpointslice",
             controller.queue.clone(),
             workers,
             move |key| worker.clone().reconcile(key),
-        );
-        std::future::pending::<()>().await;
-        Ok(())
+        )
+        .await
     }
 
     fn enqueue_all(&self) {

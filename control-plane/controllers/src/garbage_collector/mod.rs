@@ -22,9 +22,9 @@ use parking_lot::Mutex;
 use serde_json::json;
 use tokio::task::JoinHandle;
 
-use crate::Error;
 use crate::queue::WorkQueue;
 use crate::resources::{Resources, Served, collectable};
+use crate::{Error, unless_gone};
 
 /// The finalizer that holds an owner until its blocking dependents are gone.
 pub const FOREGROUND_FINALIZER: &str = "foregroundDeletion";
@@ -418,7 +418,7 @@ impl GarbageCollector {
         let Some(live) = self.lookup(object).await? else {
             return Ok(());
         };
-        let references = live.metadata.owner_references.unwrap_or_default();
+        let references = live.metadata.owner_references.clone().unwrap_or_default();
         let kept: Vec<_> = references
             .iter()
             .filter(|r| !owners.contains(&r.uid))
@@ -426,53 +426,46 @@ impl GarbageCollector {
         if kept.len() == references.len() {
             return Ok(());
         }
-        let kept = if kept.is_empty() {
-            json!(null)
-        } else {
-            json!(kept)
-        };
-        self.patch_metadata(
-            object,
-            json!({"metadata": {"resourceVersion": live.metadata.resource_version, "uid": object.uid, "ownerReferences": kept}}),
-        )
-        .await
+        self.rewrite_list(object, &live, "ownerReferences", &kept)
+            .await
     }
 
     async fn remove_finalizer(&self, object: &Identity, finalizer: &str) -> Result<(), Error> {
         let Some(live) = self.lookup(object).await? else {
             return Ok(());
         };
-        let finalizers = live.metadata.finalizers.unwrap_or_default();
+        let finalizers = live.metadata.finalizers.clone().unwrap_or_default();
         if !finalizers.iter().any(|f| f == finalizer) {
             return Ok(());
         }
         let kept: Vec<_> = finalizers.iter().filter(|f| *f != finalizer).collect();
+        self.rewrite_list(object, &live, "finalizers", &kept).await
+    }
+
+    /// Sets the metadata list `field` of the object to `kept` (removing it when empty), if
+    /// the object is still as `live` shows it.
+    async fn rewrite_list<T: serde::Serialize>(
+        &self,
+        object: &Identity,
+        live: &PartialObjectMeta<DynamicObject>,
+        field: &str,
+        kept: &[T],
+    ) -> Result<(), Error> {
         let kept = if kept.is_empty() {
             json!(null)
         } else {
             json!(kept)
         };
-        self.patch_metadata(
-            object,
-            json!({"metadata": {"resourceVersion": live.metadata.resource_version, "uid": object.uid, "finalizers": kept}}),
-        )
-        .await
-    }
-
-    async fn patch_metadata(
-        &self,
-        object: &Identity,
-        patch: serde_json::Value,
-    ) -> Result<(), Error> {
+        let patch = json!({"metadata": {
+            "resourceVersion": live.metadata.resource_version,
+            "uid": object.uid,
+            field: kept,
+        }});
         let api = self.api(object).await?;
-        match api
-            .patch_metadata(&object.name, &PatchParams::default(), &Patch::Merge(patch))
-            .await
-        {
-            Ok(_) => Ok(()),
-            Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
-            Err(error) => Err(error.into()),
-        }
+        unless_gone(
+            api.patch_metadata(&object.name, &PatchParams::default(), &Patch::Merge(patch))
+                .await,
+        )
     }
 
     async fn delete(&self, object: &Identity, propagation: Propagation) -> Result<(), Error> {

@@ -19,7 +19,7 @@ use crate::expectations::{Expectations, generate_name};
 use crate::informer::{Change, Informer, follow};
 use crate::queue::WorkQueue;
 use crate::workers::{self, Key};
-use crate::{Error, pods};
+use crate::{Error, pods, unless_gone};
 
 /// The ReplicaSet controller's shared state.
 pub struct ReplicaSetController {
@@ -57,14 +57,13 @@ impl ReplicaSetController {
         pods.synced().await;
         controller.enqueue_all();
         let worker = controller.clone();
-        workers::spawn(
+        workers::run(
             "replicaset",
             controller.queue.clone(),
             workers,
             move |key| worker.clone().reconcile(key),
-        );
-        std::future::pending::<()>().await;
-        Ok(())
+        )
+        .await
     }
 
     fn enqueue_all(&self) {
@@ -154,9 +153,8 @@ impl ReplicaSetController {
                 else {
                     continue;
                 };
-                let patch =
-                    json!({"metadata": {"uid": pod.metadata.uid, "ownerReferences": [reference]}});
-                ignore_gone(
+                let patch = pods::adopt_patch(pod.metadata.uid.as_ref(), &reference);
+                unless_gone(
                     pods_api
                         .patch(name, &PatchParams::default(), &Patch::Strategic(patch))
                         .await,
@@ -172,8 +170,8 @@ impl ReplicaSetController {
             else {
                 continue;
             };
-            let patch = json!({"metadata": {"uid": pod.metadata.uid, "ownerReferences": [{"$patch": "delete", "uid": uid}]}});
-            ignore_gone(
+            let patch = pods::release_patch(pod.metadata.uid.as_ref(), &uid);
+            unless_gone(
                 pods_api
                     .patch(name, &PatchParams::default(), &Patch::Strategic(patch))
                     .await,
@@ -325,7 +323,7 @@ impl ReplicaSetController {
         if status.conditions.is_none() {
             body["status"]["conditions"] = serde_json::Value::Null;
         }
-        ignore_gone(
+        unless_gone(
             api.patch_status(
                 set.metadata.name.as_deref().unwrap_or_default(),
                 &PatchParams::default(),
@@ -333,13 +331,5 @@ impl ReplicaSetController {
             )
             .await,
         )
-    }
-}
-
-fn ignore_gone<T>(result: Result<T, kube::Error>) -> Result<(), Error> {
-    match result {
-        Ok(_) => Ok(()),
-        Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
-        Err(error) => Err(error.into()),
     }
 }

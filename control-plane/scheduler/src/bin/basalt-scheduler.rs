@@ -44,11 +44,9 @@ async fn main() -> Result<()> {
     if !args.leader_elect {
         return work.await.context("scheduler stopped");
     }
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
-    let identity = format!("{}_{}", host.trim(), uuid::Uuid::new_v4());
     let elector = leader_election::Elector::new(
         client,
-        leader_election::Config::control_plane("kube-scheduler", identity),
+        leader_election::Config::control_plane("kube-scheduler", leader_election::identity()),
     )?;
     elector.run(work).await?.context("scheduler stopped")
 }
