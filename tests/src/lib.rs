@@ -13,6 +13,7 @@ pub mod component;
 pub mod control_plane;
 pub mod etcdctl;
 pub mod lincheck;
+pub mod node_agent;
 pub mod pki;
 pub mod pod_agent;
 pub mod process;

@@ -7,23 +7,29 @@
 //!
 //! Leadership (one active manager per cluster) is the binary's business, not this library's.
 
+pub mod cronjob;
 pub mod deployment;
 pub mod endpoints;
 pub mod expectations;
 pub mod garbage_collector;
 pub mod informer;
+pub mod job;
 pub mod namespace;
+pub mod node_lifecycle;
 pub mod pods;
 pub mod queue;
 pub mod replicaset;
 pub mod resources;
 pub mod serviceaccounts;
+pub mod taint_eviction;
+pub mod ttl_after_finished;
 pub mod workers;
 
 use std::sync::Arc;
 
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
-use k8s_openapi::api::core::v1::{Namespace, Pod};
+use k8s_openapi::api::batch::v1::{CronJob, Job};
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
 use kube::api::Api;
 
 use crate::informer::Informer;
@@ -73,6 +79,13 @@ pub const CONTROLLERS: &[&str] = &[
     "namespace",
     "serviceaccount",
     "replicaset",
+    "deployment",
+    "endpointslice",
+    "nodelifecycle",
+    "taint-eviction-controller",
+    "job",
+    "ttl-after-finished",
+    "cronjob",
 ];
 
 /// What the controllers need besides a client.
@@ -82,6 +95,8 @@ pub struct Options {
     pub root_ca: Option<String>,
     /// The controllers to run (names from [`CONTROLLERS`]); empty runs all.
     pub controllers: Vec<String>,
+    /// The node lifecycle controller's timings and rates.
+    pub node_lifecycle: node_lifecycle::Settings,
 }
 
 impl Options {
@@ -138,6 +153,42 @@ pub async fn run(client: kube::Client, options: Options) -> Result<(), Error> {
             pods.clone(),
             5,
         ));
+    }
+    let nodes = Informer::<Node>::start(Api::all(client.clone()));
+    if options.enabled("nodelifecycle") {
+        tasks.spawn(node_lifecycle::NodeLifecycleController::run(
+            client.clone(),
+            nodes.clone(),
+            pods.clone(),
+            options.node_lifecycle,
+        ));
+    }
+    if options.enabled("taint-eviction-controller") {
+        tasks.spawn(taint_eviction::TaintEvictionController::run(
+            client.clone(),
+            nodes.clone(),
+            pods.clone(),
+        ));
+    }
+    let jobs = Informer::<Job>::start(Api::all(client.clone()));
+    if options.enabled("job") {
+        tasks.spawn(job::JobController::run(
+            client.clone(),
+            jobs.clone(),
+            pods.clone(),
+            5,
+        ));
+    }
+    if options.enabled("cronjob") {
+        let cronjobs = Informer::<CronJob>::start(Api::all(client.clone()));
+        tasks.spawn(cronjob::CronJobController::run(
+            client.clone(),
+            cronjobs,
+            jobs.clone(),
+        ));
+    }
+    if options.enabled("ttl-after-finished") {
+        tasks.spawn(ttl_after_finished::run(client.clone(), jobs.clone()));
     }
     if options.enabled("deployment") {
         let deployments = Informer::<Deployment>::start(Api::all(client.clone()));

@@ -7,54 +7,17 @@
 //! NodeResourcesFit. Scores: LeastAllocated and BalancedAllocation on cpu and memory,
 //! preferred node affinity, and fewer untolerated PreferNoSchedule taints.
 
-use k8s_openapi::api::core::v1::{
-    Node, NodeSelectorRequirement, NodeSelectorTerm, Pod, Taint, Toleration,
-};
+use k8s_openapi::api::core::v1::{Node, Pod, Taint};
+use placement::taints::{NO_SCHEDULE, NOT_READY, UNSCHEDULABLE, taint, tolerated};
 
 use crate::cache::{NodeInfo, Usage};
 
-/// The taint a node that is not Ready carries.
-pub const NOT_READY_TAINT: &str = "node.kubernetes.io/not-ready";
-/// The taint a cordoned node carries.
-pub const UNSCHEDULABLE_TAINT: &str = "node.kubernetes.io/unschedulable";
-
 /// The taint a cordoned node is treated as having.
-static CORDON: std::sync::LazyLock<Taint> = std::sync::LazyLock::new(|| Taint {
-    key: UNSCHEDULABLE_TAINT.into(),
-    effect: "NoSchedule".into(),
-    value: None,
-    time_added: None,
-});
+static CORDON: std::sync::LazyLock<Taint> =
+    std::sync::LazyLock::new(|| taint(UNSCHEDULABLE, NO_SCHEDULE));
 
-/// Whether `toleration` tolerates `taint`.
-pub fn tolerates(toleration: &Toleration, taint: &Taint) -> bool {
-    if toleration
-        .effect
-        .as_deref()
-        .is_some_and(|e| !e.is_empty() && e != taint.effect)
-    {
-        return false;
-    }
-    let exists = toleration.operator.as_deref() == Some("Exists");
-    match toleration.key.as_deref() {
-        None | Some("") => exists,
-        Some(key) if key != taint.key => false,
-        Some(_) if exists => true,
-        Some(_) => {
-            toleration.value.as_deref().unwrap_or_default()
-                == taint.value.as_deref().unwrap_or_default()
-        }
-    }
-}
-
-fn tolerated(pod: &Pod, taint: &Taint) -> bool {
-    pod.spec
-        .as_ref()
-        .and_then(|s| s.tolerations.as_ref())
-        .is_some_and(|t| t.iter().any(|t| tolerates(t, taint)))
-}
-
-/// A node's taints, with the not-ready taint implied when its Ready condition is not True.
+/// A node's taints, with the not-ready taint implied when its Ready condition is not True
+/// (the node lifecycle controller adds it too, but not at once).
 pub fn taints(node: &Node) -> Vec<Taint> {
     let mut taints = node
         .spec
@@ -70,78 +33,11 @@ pub fn taints(node: &Node) -> Vec<Taint> {
     if !ready
         && !taints
             .iter()
-            .any(|t| t.key == NOT_READY_TAINT && t.effect == "NoSchedule")
+            .any(|t| t.key == NOT_READY && t.effect == NO_SCHEDULE)
     {
-        taints.push(Taint {
-            key: NOT_READY_TAINT.into(),
-            effect: "NoSchedule".into(),
-            value: None,
-            time_added: None,
-        });
+        taints.push(taint(NOT_READY, NO_SCHEDULE));
     }
     taints
-}
-
-fn requirement_matches(requirement: &NodeSelectorRequirement, value: Option<&str>) -> bool {
-    let values = requirement.values.as_deref().unwrap_or_default();
-    let number = |text: &str| text.parse::<i64>().ok();
-    match requirement.operator.as_str() {
-        "In" => value.is_some_and(|v| values.iter().any(|x| x == v)),
-        "NotIn" => !value.is_some_and(|v| values.iter().any(|x| x == v)),
-        "Exists" => value.is_some(),
-        "DoesNotExist" => value.is_none(),
-        "Gt" => {
-            matches!((value.and_then(number), values.first().and_then(|x| number(x))), (Some(v), Some(x)) if v > x)
-        }
-        "Lt" => {
-            matches!((value.and_then(number), values.first().and_then(|x| number(x))), (Some(v), Some(x)) if v < x)
-        }
-        _ => false,
-    }
-}
-
-/// Whether `node` satisfies `term`: every expression on its labels and every field
-/// (`metadata.name`); an empty term matches nothing.
-pub fn term_matches(term: &NodeSelectorTerm, node: &Node) -> bool {
-    let expressions = term.match_expressions.as_deref().unwrap_or_default();
-    let fields = term.match_fields.as_deref().unwrap_or_default();
-    if expressions.is_empty() && fields.is_empty() {
-        return false;
-    }
-    let labels = node.metadata.labels.as_ref();
-    expressions
-        .iter()
-        .all(|r| requirement_matches(r, labels.and_then(|l| l.get(&r.key)).map(String::as_str)))
-        && fields.iter().all(|r| {
-            let value = node
-                .metadata
-                .name
-                .as_deref()
-                .filter(|_| r.key == "metadata.name");
-            requirement_matches(r, value)
-        })
-}
-
-fn affinity_matches(pod: &Pod, node: &Node) -> bool {
-    let Some(spec) = pod.spec.as_ref() else {
-        return true;
-    };
-    let labels = node.metadata.labels.as_ref();
-    let selector_ok = spec
-        .node_selector
-        .iter()
-        .flatten()
-        .all(|(k, v)| labels.and_then(|l| l.get(k)) == Some(v));
-    let required = spec
-        .affinity
-        .as_ref()
-        .and_then(|a| a.node_affinity.as_ref())
-        .and_then(|a| {
-            a.required_during_scheduling_ignored_during_execution
-                .as_ref()
-        });
-    selector_ok
-        && required.is_none_or(|r| r.node_selector_terms.iter().any(|t| term_matches(t, node)))
 }
 
 fn ports_conflict(usage: &Usage, node: &NodeInfo) -> bool {
@@ -180,7 +76,7 @@ pub fn filter(pod: &Pod, usage: &Usage, node: &NodeInfo) -> Result<(), Vec<Strin
             )]);
         }
     }
-    if !affinity_matches(pod, &node.node) {
+    if !placement::affinity::required_matches(pod, &node.node) {
         return Err(vec![
             "node(s) didn't match Pod's node affinity/selector".into(),
         ]);
@@ -232,26 +128,6 @@ pub fn resource_score(usage: &Usage, node: &NodeInfo) -> i64 {
     (least + balanced) as i64
 }
 
-/// The summed weights of the pod's preferred node-affinity terms `node` satisfies.
-pub fn preferred_affinity(pod: &Pod, node: &Node) -> i64 {
-    pod.spec
-        .as_ref()
-        .and_then(|s| s.affinity.as_ref())
-        .and_then(|a| a.node_affinity.as_ref())
-        .and_then(|a| {
-            a.preferred_during_scheduling_ignored_during_execution
-                .as_ref()
-        })
-        .map(|terms| {
-            terms
-                .iter()
-                .filter(|t| term_matches(&t.preference, node))
-                .map(|t| i64::from(t.weight))
-                .sum()
-        })
-        .unwrap_or(0)
-}
-
 /// How many PreferNoSchedule taints of `node` the pod does not tolerate.
 pub fn untolerated_soft_taints(pod: &Pod, node: &NodeInfo) -> i64 {
     let count = node
@@ -267,11 +143,13 @@ pub(crate) mod tests {
     use super::*;
     use crate::cache::Cache;
     use k8s_openapi::api::core::v1::{
-        Container, ContainerPort, NodeCondition, NodeSpec, NodeStatus, PodSpec,
-        ResourceRequirements,
+        Container, ContainerPort, NodeCondition, NodeSelectorRequirement, NodeSelectorTerm,
+        NodeSpec, NodeStatus, PodSpec, ResourceRequirements, Toleration,
     };
     use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+    use placement::affinity::term_matches;
+    use placement::taints::tolerates;
     use std::sync::Arc;
 
     pub(crate) fn node(name: &str, cpu: &str, ready: bool) -> Node {

@@ -95,7 +95,7 @@ pub fn schedule(
     // Normalized plugins score 0–100 relative to the best node; weights as kube-scheduler's.
     let affinity: Vec<i64> = feasible
         .iter()
-        .map(|n| plugins::preferred_affinity(pod, &n.node))
+        .map(|n| placement::affinity::preferred_weight(pod, &n.node))
         .collect();
     let soft: Vec<i64> = feasible
         .iter()

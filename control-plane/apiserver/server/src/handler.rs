@@ -52,6 +52,8 @@ pub struct Call<'a> {
     pub content_type: &'a str,
     /// The body.
     pub body: Bytes,
+    /// The tolerations new pods get unless they say otherwise.
+    pub default_tolerations: &'a crate::tolerations::DefaultTolerations,
 }
 
 impl Call<'_> {
@@ -304,6 +306,7 @@ pub async fn handle(
             call.admission().admit(&body)?;
             if resource.group.is_empty() && resource.plural == "pods" {
                 crate::limits::admit(registry, ns.unwrap_or(""), &mut body).await?;
+                call.default_tolerations.admit(&mut body);
             }
             let object = registry
                 .create(&resource, ns, body, &call.write_options()?)

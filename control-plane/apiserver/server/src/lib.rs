@@ -21,6 +21,7 @@ pub mod system;
 pub mod table;
 pub mod tls;
 pub mod token;
+pub mod tolerations;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -56,6 +57,7 @@ pub struct ApiServer {
     metrics: metrics::Metrics,
     /// The address clients reach it at (for `/api`'s serverAddressByClientCIDRs).
     address: String,
+    default_tolerations: tolerations::DefaultTolerations,
 }
 
 impl ApiServer {
@@ -77,7 +79,17 @@ impl ApiServer {
             definitions,
             metrics: metrics::Metrics::new(),
             address,
+            default_tolerations: tolerations::DefaultTolerations::default(),
         }
+    }
+
+    /// Gives new pods these tolerations of not-ready and unreachable nodes by default.
+    pub fn with_default_tolerations(
+        mut self,
+        defaults: tolerations::DefaultTolerations,
+    ) -> ApiServer {
+        self.default_tolerations = defaults;
+        self
     }
 
     /// Serves TLS connections from `listener` until the task is dropped.
@@ -257,6 +269,7 @@ impl ApiServer {
             representation,
             content_type: &content_type,
             body,
+            default_tolerations: &self.default_tolerations,
         };
         handler::handle(&self.registry, resource, call).await
     }

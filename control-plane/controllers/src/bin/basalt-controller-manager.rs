@@ -36,6 +36,27 @@ struct Args {
     /// How often to try to take or renew the lease.
     #[arg(long, default_value = "2s", value_parser = parse_duration)]
     leader_elect_retry_period: Duration,
+    /// How often the node lifecycle controller looks at every node.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    node_monitor_period: Duration,
+    /// How long a node's kubelet may be silent before its node is NotReady (Unknown).
+    #[arg(long, default_value = "40s", value_parser = parse_duration)]
+    node_monitor_grace_period: Duration,
+    /// How long a new node's kubelet has to report for the first time.
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    node_startup_grace_period: Duration,
+    /// Nodes per second, per zone, that may get a NoExecute taint (their pods evicted).
+    #[arg(long, default_value_t = 0.1, value_parser = parse_rate)]
+    node_eviction_rate: f64,
+    /// The same rate in a zone where many nodes are down.
+    #[arg(long, default_value_t = 0.01, value_parser = parse_rate)]
+    secondary_node_eviction_rate: f64,
+    /// The share of down nodes (0–1] at which a zone counts as partially disrupted.
+    #[arg(long, default_value_t = 0.55, value_parser = parse_share)]
+    unhealthy_zone_threshold: f64,
+    /// A zone of this many nodes or fewer stops evicting when partially disrupted.
+    #[arg(long, default_value_t = 50)]
+    large_cluster_size_threshold: usize,
     /// Log filter (tracing's EnvFilter syntax).
     #[arg(long, default_value = "info")]
     log_level: String,
@@ -54,6 +75,20 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
         "ms" => Ok(Duration::from_millis(value)),
         "m" => Ok(Duration::from_secs(value * 60)),
         _ => Err(format!("{text:?}: unit must be ms, s or m")),
+    }
+}
+
+fn parse_rate(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(rate) if rate.is_finite() && rate >= 0.0 => Ok(rate),
+        _ => Err(format!("{text:?} is not a rate (a number ≥ 0)")),
+    }
+}
+
+fn parse_share(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(share) if share > 0.0 && share <= 1.0 => Ok(share),
+        _ => Err(format!("{text:?} must be a number in (0, 1]")),
     }
 }
 
@@ -82,6 +117,17 @@ async fn main() -> Result<()> {
     let options = controllers::Options {
         root_ca,
         controllers: args.controllers.clone(),
+        node_lifecycle: controllers::node_lifecycle::Settings {
+            monitor_period: args.node_monitor_period.max(Duration::from_millis(100)),
+            grace: controllers::node_lifecycle::health::Grace {
+                monitor: args.node_monitor_grace_period,
+                startup: args.node_startup_grace_period,
+            },
+            eviction_rate: args.node_eviction_rate,
+            secondary_eviction_rate: args.secondary_node_eviction_rate,
+            unhealthy_zone_threshold: args.unhealthy_zone_threshold,
+            large_cluster_threshold: args.large_cluster_size_threshold,
+        },
     };
     let work = controllers::run(client.clone(), options);
     if !args.leader_elect {

@@ -82,6 +82,9 @@ impl<T: DeserializeOwned + Serialize + schemars::JsonSchema> Strategy for Worklo
 
     fn prepare_for_create(&self, object: &mut Object) {
         self.defaults(object);
+        if self.kind == Kind::Job {
+            generate_job_selector(object);
+        }
     }
 
     fn prepare_for_update(&self, new: &mut Object, _old: &Object) {
@@ -113,8 +116,10 @@ impl<T: DeserializeOwned + Serialize + schemars::JsonSchema> Strategy for Worklo
         let template_path = format!("spec.{}", self.template_path().join("."));
         let template = get_path(spec, self.template_path());
         let selector = spec.get("selector").and_then(Value::as_object);
-        // Jobs generate their selector; the others must give one that matches the template.
-        if !matches!(self.kind, Kind::Job | Kind::CronJob) {
+        // Jobs generate their selector unless they pick one; the others must give one that
+        // matches the template.
+        let manual = spec.get("manualSelector").and_then(Value::as_bool) == Some(true);
+        if !matches!(self.kind, Kind::CronJob) && (self.kind != Kind::Job || manual) {
             match selector {
                 None => errors.push(FieldError::required("spec.selector", "")),
                 Some(selector) => {
@@ -123,7 +128,10 @@ impl<T: DeserializeOwned + Serialize + schemars::JsonSchema> Strategy for Worklo
                         errors.push(FieldError::invalid(
                             "spec.selector",
                             "{}",
-                            "empty selector is invalid for deployment",
+                            format!(
+                                "empty selector is invalid for {}",
+                                format!("{:?}", self.kind).to_lowercase()
+                            ),
                         ));
                     }
                     let labels = template.cloned().unwrap_or_default();
@@ -170,7 +178,7 @@ impl<T: DeserializeOwned + Serialize + schemars::JsonSchema> Strategy for Worklo
     fn validate_update(&self, new: &Object, old: &Object) -> Vec<FieldError> {
         let mut errors = self.validate(new);
         let selector = |o: &Object| o.get("spec").and_then(|s| s.get("selector")).cloned();
-        if !matches!(self.kind, Kind::Job | Kind::CronJob) && selector(new) != selector(old) {
+        if self.kind != Kind::CronJob && selector(new) != selector(old) {
             errors.push(super::immutable("spec.selector"));
         }
         errors
@@ -263,6 +271,41 @@ impl<T> WorkloadStrategy<T> {
     }
 }
 
+/// The label that ties a Job's pods to it by uid.
+pub const JOB_CONTROLLER_UID: &str = "batch.kubernetes.io/controller-uid";
+/// The label that names a pod's Job.
+pub const JOB_NAME: &str = "batch.kubernetes.io/job-name";
+
+/// Unless the Job picks its own (`manualSelector`), it selects its pods by its uid, and its
+/// template labels them so (kube's labels, and their legacy short forms).
+fn generate_job_selector(job: &mut Object) {
+    let meta = job.get("metadata");
+    let field = |name| {
+        meta.and_then(|m| m.get(name))
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_owned()
+    };
+    let (uid, name) = (field("uid"), field("name"));
+    let spec = map_mut(job, "spec");
+    if spec.get("manualSelector").and_then(Value::as_bool) == Some(true) {
+        return;
+    }
+    spec.insert(
+        "selector".into(),
+        json!({"matchLabels": {JOB_CONTROLLER_UID: uid}}),
+    );
+    let labels = map_mut(map_mut(map_mut(spec, "template"), "metadata"), "labels");
+    for (key, value) in [
+        (JOB_CONTROLLER_UID, &uid),
+        (JOB_NAME, &name),
+        ("controller-uid", &uid),
+        ("job-name", &name),
+    ] {
+        labels.insert(key.into(), json!(value));
+    }
+}
+
 fn default_pod_spec_keeping_restart(spec: &mut Object) {
     let restart = spec.get("restartPolicy").cloned();
     default_pod_spec(spec);
@@ -302,6 +345,37 @@ mod tests {
         assert_eq!(
             strategy.validate_update(&moved, &good)[0].field,
             "spec.selector"
+        );
+    }
+
+    #[test]
+    fn jobs_select_their_pods_by_uid() {
+        use k8s_openapi::api::batch::v1::Job;
+        let strategy = WorkloadStrategy::<Job>::new(Kind::Job);
+        let mut job = json!({"metadata": {"name": "pi", "uid": "u-1"}, "spec": {
+            "template": {"spec": {"restartPolicy": "Never", "containers": [{"name": "c", "image": "i"}]}}}})
+            .as_object().cloned().unwrap_or_default();
+        strategy.prepare_for_create(&mut job);
+        assert_eq!(
+            job["spec"]["selector"],
+            json!({"matchLabels": {JOB_CONTROLLER_UID: "u-1"}})
+        );
+        assert_eq!(
+            job["spec"]["template"]["metadata"]["labels"][JOB_NAME],
+            "pi"
+        );
+        assert_eq!(job["spec"]["completions"], 1);
+        assert!(
+            strategy.validate(&job).is_empty(),
+            "{:?}",
+            strategy.validate(&job)
+        );
+        let mut manual = job.clone();
+        manual["spec"]["manualSelector"] = json!(true);
+        manual["spec"]["selector"] = json!({"matchLabels": {"app": "other"}});
+        assert_eq!(
+            strategy.validate(&manual)[0].field,
+            "spec.template.metadata.labels"
         );
     }
 }

@@ -76,6 +76,12 @@ struct Args {
     /// The store member's peer address (loopback for a single server).
     #[arg(long, default_value = "127.0.0.1:2380")]
     store_peer_address: SocketAddr,
+    /// How long new pods tolerate their node being not ready, unless they say.
+    #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(i64).range(0..))]
+    default_not_ready_toleration_seconds: i64,
+    /// How long new pods tolerate their node being unreachable, unless they say.
+    #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(i64).range(0..))]
+    default_unreachable_toleration_seconds: i64,
     /// Log filter (tracing's EnvFilter syntax).
     #[arg(long, default_value = "info")]
     log_level: String,
@@ -162,12 +168,14 @@ async fn main() -> Result<()> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("listening on {addr}"))?;
-    let server = Arc::new(ApiServer::new(
-        registry,
-        access,
-        definitions,
-        addr.to_string(),
-    ));
+    let server = Arc::new(
+        ApiServer::new(registry, access, definitions, addr.to_string()).with_default_tolerations(
+            apiserver::tolerations::DefaultTolerations {
+                not_ready_seconds: args.default_not_ready_toleration_seconds,
+                unreachable_seconds: args.default_unreachable_toleration_seconds,
+            },
+        ),
+    );
     tracing::info!(%addr, "serving the Kubernetes API");
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
