@@ -8,6 +8,7 @@
 //! Leadership (one active manager per cluster) is the binary's business, not this library's.
 
 pub mod cronjob;
+pub mod daemonset;
 pub mod deployment;
 pub mod endpoints;
 pub mod expectations;
@@ -27,7 +28,7 @@ pub mod workers;
 
 use std::sync::Arc;
 
-use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+use k8s_openapi::api::apps::v1::{ControllerRevision, Deployment, ReplicaSet};
 use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
 use kube::api::Api;
@@ -86,6 +87,7 @@ pub const CONTROLLERS: &[&str] = &[
     "job",
     "ttl-after-finished",
     "cronjob",
+    "daemonset",
 ];
 
 /// What the controllers need besides a client.
@@ -168,6 +170,15 @@ pub async fn run(client: kube::Client, options: Options) -> Result<(), Error> {
             client.clone(),
             nodes.clone(),
             pods.clone(),
+        ));
+    }
+    let revisions = Informer::<ControllerRevision>::start(Api::all(client.clone()));
+    if options.enabled("daemonset") {
+        tasks.spawn(daemonset::DaemonSetController::run(
+            client.clone(),
+            nodes.clone(),
+            pods.clone(),
+            revisions.clone(),
         ));
     }
     let jobs = Informer::<Job>::start(Api::all(client.clone()));

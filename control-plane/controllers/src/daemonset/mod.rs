@@ -1,0 +1,329 @@
+//! The DaemonSet controller: runs one pod of each DaemonSet on every node that should have
+//! one — pinned to the node by affinity, for the scheduler to bind — replaces failed ones,
+//! removes them from nodes that no longer fit, rolls template changes out node by node,
+//! and keeps a ControllerRevision per template for `kubectl rollout history/undo`. The
+//! rules are in [`plan`]; this module makes the API calls.
+//!
+//! Orphaned pods that match a DaemonSet's selector are not adopted.
+
+pub mod plan;
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::apps::v1::{ControllerRevision, DaemonSet};
+use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::apimachinery::pkg::runtime::RawExtension;
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, Preconditions};
+use serde_json::json;
+
+use self::plan::REVISION_HASH;
+use crate::deployment::rollout::template_hash;
+use crate::expectations::{Expectations, generate_name};
+use crate::informer::{Change, Informer, follow};
+use crate::queue::WorkQueue;
+use crate::workers::{self, Key};
+use crate::{Error, pods, unless_gone};
+
+/// The DaemonSet controller's shared state.
+pub struct DaemonSetController {
+    client: kube::Client,
+    sets: Arc<Informer<DaemonSet>>,
+    nodes: Arc<Informer<Node>>,
+    pods: Arc<Informer<Pod>>,
+    revisions: Arc<Informer<ControllerRevision>>,
+    expectations: Expectations,
+    queue: Arc<WorkQueue<Key>>,
+}
+
+fn owned_by<'a>(meta: &'a ObjectMeta, kind: &str) -> Option<&'a str> {
+    pods::controller_of(meta)
+        .filter(|r| r.kind == kind && r.api_version == "apps/v1")
+        .map(|r| r.name.as_str())
+}
+
+impl DaemonSetController {
+    /// Runs until the process ends.
+    pub async fn run(
+        client: kube::Client,
+        nodes: Arc<Informer<Node>>,
+        pods: Arc<Informer<Pod>>,
+        revisions: Arc<Informer<ControllerRevision>>,
+    ) -> Result<(), Error> {
+        let sets = Informer::<DaemonSet>::start(Api::all(client.clone()));
+        let controller = Arc::new(DaemonSetController {
+            client,
+            sets: sets.clone(),
+            nodes: nodes.clone(),
+            pods: pods.clone(),
+            revisions: revisions.clone(),
+            expectations: Expectations::new(),
+            queue: WorkQueue::new(),
+        });
+        let on_set = controller.clone();
+        tokio::spawn(follow(sets.subscribe(), move |change| match change {
+            Change::Applied(set) => on_set.queue.add(Key::of(set.as_ref())),
+            Change::Deleted(set) => {
+                if let Some(uid) = &set.metadata.uid {
+                    on_set.expectations.forget(uid);
+                }
+            }
+            Change::Relisted => on_set.enqueue_all(),
+        }));
+        let on_node = controller.clone();
+        tokio::spawn(follow(nodes.subscribe(), move |_| on_node.enqueue_all()));
+        let on_pod = controller.clone();
+        tokio::spawn(follow(pods.subscribe(), move |change| {
+            let (pod, deleted) = match change {
+                Change::Applied(pod) => (pod, false),
+                Change::Deleted(pod) => (pod, true),
+                Change::Relisted => {
+                    on_pod.expectations.clear();
+                    on_pod.enqueue_all();
+                    return;
+                }
+            };
+            let Some(set) = owned_by(&pod.metadata, "DaemonSet") else {
+                return;
+            };
+            if let Some(owner) = pods::controller_of(&pod.metadata) {
+                on_pod.expectations.observed(
+                    &owner.uid,
+                    pod.metadata.name.as_deref().unwrap_or_default(),
+                    pod.metadata.uid.as_deref().unwrap_or_default(),
+                    deleted || pod.metadata.deletion_timestamp.is_some(),
+                );
+            }
+            let namespace = pod.metadata.namespace.as_deref().unwrap_or_default();
+            on_pod.queue.add(Key::namespaced(namespace, set));
+        }));
+        sets.synced().await;
+        nodes.synced().await;
+        pods.synced().await;
+        revisions.synced().await;
+        controller.enqueue_all();
+        let worker = controller.clone();
+        workers::run("daemonset", controller.queue.clone(), 3, move |key| {
+            worker.clone().reconcile(key)
+        })
+        .await
+    }
+
+    fn enqueue_all(&self) {
+        for set in self.sets.store().state() {
+            self.queue.add(Key::of(set.as_ref()));
+        }
+    }
+
+    async fn reconcile(self: Arc<Self>, key: Key) -> Result<Option<Duration>, Error> {
+        let Some(set) = self.sets.store().get(&key.object_ref()) else {
+            return Ok(None);
+        };
+        if set.metadata.deletion_timestamp.is_some() {
+            return Ok(None);
+        }
+        let namespace = key.namespace.clone().unwrap_or_default();
+        let uid = set.metadata.uid.clone().unwrap_or_default();
+        let spec = set.spec.clone().unwrap_or_default();
+        let collisions = set
+            .status
+            .as_ref()
+            .and_then(|s| s.collision_count)
+            .unwrap_or(0);
+        let hash = template_hash(&spec.template, collisions);
+        let owned: Vec<Arc<Pod>> = self.pods.store().state_filter(|p| {
+            p.metadata.namespace.as_deref() == Some(namespace.as_str())
+                && pods::controller_of(&p.metadata).is_some_and(|r| r.uid == uid)
+        });
+        self.keep_revisions(&set, &hash, &owned).await?;
+        let nodes = self.nodes.store().state();
+        let manage = self.expectations.satisfied(&uid);
+        let now = jiff::Timestamp::now();
+        let plan = plan::plan(&set, &hash, &nodes, &owned, manage, now);
+        let api: Api<Pod> = Api::namespaced(self.client.clone(), &namespace);
+        let mut failure = None;
+        if !plan.delete.is_empty() {
+            let uids: Vec<String> = plan.delete.iter().map(|(_, uid)| uid.clone()).collect();
+            self.expectations.expect(&uid, &[], &uids);
+            for (name, pod_uid) in &plan.delete {
+                let params = DeleteParams {
+                    preconditions: Some(Preconditions {
+                        uid: Some(pod_uid.clone()),
+                        resource_version: None,
+                    }),
+                    ..DeleteParams::default()
+                };
+                match api.delete(name, &params).await {
+                    Ok(_) => tracing::info!(pod = %name, "deleted"),
+                    Err(error) => {
+                        self.expectations.delete_failed(&uid, pod_uid);
+                        if !matches!(&error, kube::Error::Api(s) if matches!(s.code, 404 | 409)) {
+                            failure = Some(error.to_string());
+                        }
+                    }
+                }
+            }
+        }
+        if !plan.create.is_empty()
+            && let Some(error) = self.create_pods(&set, &hash, &api, &plan.create).await
+        {
+            failure = Some(error);
+        }
+        if set.status.as_ref() != Some(&plan.status) {
+            let sets: Api<DaemonSet> = Api::namespaced(self.client.clone(), &namespace);
+            let mut body = json!({"status": plan.status});
+            if plan.status.number_unavailable.is_none() {
+                body["status"]["numberUnavailable"] = serde_json::Value::Null;
+            }
+            unless_gone(
+                sets.patch_status(&key.name, &PatchParams::default(), &Patch::Merge(body))
+                    .await,
+            )?;
+        }
+        if let Some(message) = failure {
+            return Err(Error::Failed(format!("daemonset {key}: {message}")));
+        }
+        // Pods ready but not yet ready for minReadySeconds become available by time alone.
+        let waiting = plan.status.number_ready > plan.status.number_available.unwrap_or(0);
+        let min_ready = spec.min_ready_seconds.unwrap_or(0);
+        Ok((waiting && min_ready > 0)
+            .then(|| Duration::from_secs(u64::from(min_ready.unsigned_abs()))))
+    }
+
+    /// Creates a daemon pod for each of `nodes`; returns the first failure.
+    async fn create_pods(
+        &self,
+        set: &DaemonSet,
+        hash: &str,
+        api: &Api<Pod>,
+        nodes: &[String],
+    ) -> Option<String> {
+        let uid = set.metadata.uid.clone().unwrap_or_default();
+        let namespace = set.metadata.namespace.clone().unwrap_or_default();
+        let prefix = format!("{}-", set.metadata.name.as_deref().unwrap_or_default());
+        let template = set
+            .spec
+            .as_ref()
+            .map(|s| s.template.clone())
+            .unwrap_or_default();
+        let names: Vec<String> = nodes.iter().map(|_| generate_name(&prefix)).collect();
+        self.expectations.expect(&uid, &names, &[]);
+        let reference = pods::controller_reference(set);
+        let creates = nodes.iter().zip(&names).map(|(node, name)| {
+            let mut pod = pods::from_template(&template, &namespace, &prefix, reference.clone());
+            pod.metadata.name = Some(name.clone());
+            pod.metadata
+                .labels
+                .get_or_insert_with(Default::default)
+                .insert(REVISION_HASH.into(), hash.to_owned());
+            plan::add_default_tolerations(&mut pod);
+            plan::pin_to_node(&mut pod, node);
+            async move { (name, node, api.create(&PostParams::default(), &pod).await) }
+        });
+        let mut failure = None;
+        for (name, node, result) in futures::future::join_all(creates).await {
+            match result {
+                Ok(_) => tracing::info!(pod = %name, node = %node, "created"),
+                Err(error) => {
+                    self.expectations.create_failed(&uid, name);
+                    failure = Some(error.to_string());
+                }
+            }
+        }
+        failure
+    }
+
+    /// Keeps a ControllerRevision for the current template, newest by number (a rollback
+    /// renumbers an old one), and deletes unused ones beyond `revisionHistoryLimit`.
+    async fn keep_revisions(
+        &self,
+        set: &DaemonSet,
+        hash: &str,
+        owned: &[Arc<Pod>],
+    ) -> Result<(), Error> {
+        let namespace = set.metadata.namespace.clone().unwrap_or_default();
+        let uid = set.metadata.uid.clone().unwrap_or_default();
+        let api: Api<ControllerRevision> = Api::namespaced(self.client.clone(), &namespace);
+        let mut revisions: Vec<Arc<ControllerRevision>> =
+            self.revisions.store().state_filter(|r| {
+                r.metadata.namespace.as_deref() == Some(namespace.as_str())
+                    && pods::controller_of(&r.metadata).is_some_and(|o| o.uid == uid)
+            });
+        revisions.sort_by_key(|r| r.revision);
+        let newest = revisions.last().map_or(0, |r| r.revision);
+        let hash_of = |r: &ControllerRevision| {
+            r.metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(REVISION_HASH))
+                .cloned()
+        };
+        match revisions
+            .iter()
+            .find(|r| hash_of(r).as_deref() == Some(hash))
+        {
+            Some(current) if current.revision < newest => {
+                let name = current.metadata.name.as_deref().unwrap_or_default();
+                let patch = json!({"revision": newest + 1});
+                unless_gone(
+                    api.patch(name, &PatchParams::default(), &Patch::Merge(patch))
+                        .await,
+                )?;
+            }
+            Some(_) => {}
+            None => {
+                let template = set
+                    .spec
+                    .as_ref()
+                    .map(|s| s.template.clone())
+                    .unwrap_or_default();
+                let mut data = json!({"spec": {"template": template}});
+                data["spec"]["template"]["$patch"] = json!("replace");
+                let revision = ControllerRevision {
+                    metadata: ObjectMeta {
+                        name: Some(format!(
+                            "{}-{hash}",
+                            set.metadata.name.as_deref().unwrap_or_default()
+                        )),
+                        namespace: Some(namespace.clone()),
+                        labels: Some(plan::revision_labels(&template, hash)),
+                        owner_references: Some(vec![pods::controller_reference(set)]),
+                        ..ObjectMeta::default()
+                    },
+                    data: Some(RawExtension(data)),
+                    revision: newest + 1,
+                };
+                match api.create(&PostParams::default(), &revision).await {
+                    Ok(_) => {}
+                    // Made by an earlier pass whose event is not in yet.
+                    Err(kube::Error::Api(status)) if status.code == 409 => {}
+                    Err(error) => return Err(error.into()),
+                }
+            }
+        }
+        let limit = set
+            .spec
+            .as_ref()
+            .and_then(|s| s.revision_history_limit)
+            .unwrap_or(10);
+        let in_use: HashSet<String> = owned
+            .iter()
+            .filter_map(|p| p.metadata.labels.as_ref()?.get(REVISION_HASH).cloned())
+            .chain(std::iter::once(hash.to_owned()))
+            .collect();
+        let unused: Vec<&Arc<ControllerRevision>> = revisions
+            .iter()
+            .filter(|r| hash_of(r).is_none_or(|h| !in_use.contains(&h)))
+            .collect();
+        let excess = unused
+            .len()
+            .saturating_sub(usize::try_from(limit.max(0)).unwrap_or(0));
+        for old in unused.into_iter().take(excess) {
+            let name = old.metadata.name.as_deref().unwrap_or_default();
+            unless_gone(api.delete(name, &DeleteParams::default()).await)?;
+        }
+        Ok(())
+    }
+}
