@@ -3,7 +3,8 @@
 //! marked not ready and evicted once their (defaulted) toleration runs out, and the
 //! Deployment's replacements land on the other nodes. A pod that tolerates the taint forever
 //! stays. When the kubelet comes back the taints go. When every node goes silent, nothing is
-//! evicted: that looks like the control plane's network failing, not the nodes.
+//! evicted: that looks like the control plane's network failing, not the nodes. Node IPAM
+//! gives each node a pod CIDR of its own.
 
 use std::time::Duration;
 
@@ -16,6 +17,8 @@ const MANAGER_FLAGS: &[&str] = &[
     "--node-monitor-grace-period=6s",
     "--node-monitor-period=1s",
     "--node-eviction-rate=10",
+    "--allocate-node-cidrs",
+    "--cluster-cidr=10.244.0.0/16",
 ];
 const SERVER_FLAGS: &[&str] = &[
     "--default-not-ready-toleration-seconds=3",
@@ -102,6 +105,17 @@ fn a_silent_node_goes_not_ready_and_its_pods_move() {
         "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\nspec:\n  replicas: 6\n  selector:\n    matchLabels: {app: web}\n  template:\n    metadata:\n      labels: {app: web}\n    spec:\n      containers:\n      - name: main\n        image: busybox:1.36\n        resources:\n          requests: {cpu: 500m}\n",
     );
     plane.ok(&["rollout", "status", "deployment/web", "--timeout=60s"]);
+    // Every node got a pod CIDR of its own out of the cluster CIDR.
+    wait_for("pod CIDRs for every node", 10, &mut || {
+        let cidrs = plane.ok(&["get", "nodes", "-o", "jsonpath={.items[*].spec.podCIDR}"]);
+        let mut cidrs: Vec<&str> = cidrs.split_whitespace().collect();
+        cidrs.sort_unstable();
+        cidrs.dedup();
+        cidrs.len() == 3
+            && cidrs
+                .iter()
+                .all(|c| c.starts_with("10.244.") && c.ends_with(".0/24"))
+    });
     // The Deployment's pods got the server's default tolerations.
     let tolerations = plane.ok(&[
         "get",

@@ -16,12 +16,15 @@ pub mod garbage_collector;
 pub mod informer;
 pub mod job;
 pub mod namespace;
+pub mod node_ipam;
 pub mod node_lifecycle;
 pub mod pods;
 pub mod queue;
 pub mod replicaset;
 pub mod resources;
+pub mod revisions;
 pub mod serviceaccounts;
+pub mod statefulset;
 pub mod taint_eviction;
 pub mod ttl_after_finished;
 pub mod workers;
@@ -88,6 +91,8 @@ pub const CONTROLLERS: &[&str] = &[
     "ttl-after-finished",
     "cronjob",
     "daemonset",
+    "statefulset",
+    "nodeipam",
 ];
 
 /// What the controllers need besides a client.
@@ -99,6 +104,9 @@ pub struct Options {
     pub controllers: Vec<String>,
     /// The node lifecycle controller's timings and rates.
     pub node_lifecycle: node_lifecycle::Settings,
+    /// The cluster CIDR and the prefix length of each node's block, when node IPAM
+    /// allocates pod CIDRs (`--allocate-node-cidrs`).
+    pub node_cidrs: Option<(ipnet::Ipv4Net, u8)>,
 }
 
 impl Options {
@@ -157,6 +165,12 @@ pub async fn run(client: kube::Client, options: Options) -> Result<(), Error> {
         ));
     }
     let nodes = Informer::<Node>::start(Api::all(client.clone()));
+    if let Some((cluster, prefix)) = options.node_cidrs
+        && options.enabled("nodeipam")
+    {
+        let allocator = node_ipam::Allocator::new(cluster, prefix).map_err(Error::Invalid)?;
+        tasks.spawn(node_ipam::run(client.clone(), nodes.clone(), allocator));
+    }
     if options.enabled("nodelifecycle") {
         tasks.spawn(node_lifecycle::NodeLifecycleController::run(
             client.clone(),
@@ -177,6 +191,13 @@ pub async fn run(client: kube::Client, options: Options) -> Result<(), Error> {
         tasks.spawn(daemonset::DaemonSetController::run(
             client.clone(),
             nodes.clone(),
+            pods.clone(),
+            revisions.clone(),
+        ));
+    }
+    if options.enabled("statefulset") {
+        tasks.spawn(statefulset::StatefulSetController::run(
+            client.clone(),
             pods.clone(),
             revisions.clone(),
         ));

@@ -57,6 +57,15 @@ struct Args {
     /// A zone of this many nodes or fewer stops evicting when partially disrupted.
     #[arg(long, default_value_t = 50)]
     large_cluster_size_threshold: usize,
+    /// Give every node a pod CIDR out of `--cluster-cidr`.
+    #[arg(long, requires = "cluster_cidr")]
+    allocate_node_cidrs: bool,
+    /// The range pod addresses come from (IPv4).
+    #[arg(long)]
+    cluster_cidr: Option<ipnet::Ipv4Net>,
+    /// The prefix length of each node's pod CIDR.
+    #[arg(long, default_value_t = 24)]
+    node_cidr_mask_size: u8,
     /// Log filter (tracing's EnvFilter syntax).
     #[arg(long, default_value = "info")]
     log_level: String,
@@ -128,6 +137,10 @@ async fn main() -> Result<()> {
             unhealthy_zone_threshold: args.unhealthy_zone_threshold,
             large_cluster_threshold: args.large_cluster_size_threshold,
         },
+        node_cidrs: args
+            .cluster_cidr
+            .filter(|_| args.allocate_node_cidrs)
+            .map(|cidr| (cidr, args.node_cidr_mask_size)),
     };
     let work = controllers::run(client.clone(), options);
     if !args.leader_elect {

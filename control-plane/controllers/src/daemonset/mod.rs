@@ -15,15 +15,14 @@ use std::time::Duration;
 use k8s_openapi::api::apps::v1::{ControllerRevision, DaemonSet};
 use k8s_openapi::api::core::v1::{Node, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use k8s_openapi::apimachinery::pkg::runtime::RawExtension;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, Preconditions};
 use serde_json::json;
 
-use self::plan::REVISION_HASH;
 use crate::deployment::rollout::template_hash;
 use crate::expectations::{Expectations, generate_name};
 use crate::informer::{Change, Informer, follow};
 use crate::queue::WorkQueue;
+use crate::revisions::{self, REVISION_HASH};
 use crate::workers::{self, Key};
 use crate::{Error, pods, unless_gone};
 
@@ -137,7 +136,21 @@ impl DaemonSetController {
             p.metadata.namespace.as_deref() == Some(namespace.as_str())
                 && pods::controller_of(&p.metadata).is_some_and(|r| r.uid == uid)
         });
-        self.keep_revisions(&set, &hash, &owned).await?;
+        let in_use: HashSet<String> = owned
+            .iter()
+            .filter_map(|p| revisions::hash_of(&p.metadata).map(str::to_owned))
+            .collect();
+        let limit = spec.revision_history_limit.unwrap_or(10);
+        revisions::keep(
+            &self.client,
+            &self.revisions,
+            set.as_ref(),
+            &spec.template,
+            &hash,
+            &in_use,
+            limit,
+        )
+        .await?;
         let nodes = self.nodes.store().state();
         let manage = self.expectations.satisfied(&uid);
         let now = jiff::Timestamp::now();
@@ -233,97 +246,5 @@ impl DaemonSetController {
             }
         }
         failure
-    }
-
-    /// Keeps a ControllerRevision for the current template, newest by number (a rollback
-    /// renumbers an old one), and deletes unused ones beyond `revisionHistoryLimit`.
-    async fn keep_revisions(
-        &self,
-        set: &DaemonSet,
-        hash: &str,
-        owned: &[Arc<Pod>],
-    ) -> Result<(), Error> {
-        let namespace = set.metadata.namespace.clone().unwrap_or_default();
-        let uid = set.metadata.uid.clone().unwrap_or_default();
-        let api: Api<ControllerRevision> = Api::namespaced(self.client.clone(), &namespace);
-        let mut revisions: Vec<Arc<ControllerRevision>> =
-            self.revisions.store().state_filter(|r| {
-                r.metadata.namespace.as_deref() == Some(namespace.as_str())
-                    && pods::controller_of(&r.metadata).is_some_and(|o| o.uid == uid)
-            });
-        revisions.sort_by_key(|r| r.revision);
-        let newest = revisions.last().map_or(0, |r| r.revision);
-        let hash_of = |r: &ControllerRevision| {
-            r.metadata
-                .labels
-                .as_ref()
-                .and_then(|l| l.get(REVISION_HASH))
-                .cloned()
-        };
-        match revisions
-            .iter()
-            .find(|r| hash_of(r).as_deref() == Some(hash))
-        {
-            Some(current) if current.revision < newest => {
-                let name = current.metadata.name.as_deref().unwrap_or_default();
-                let patch = json!({"revision": newest + 1});
-                unless_gone(
-                    api.patch(name, &PatchParams::default(), &Patch::Merge(patch))
-                        .await,
-                )?;
-            }
-            Some(_) => {}
-            None => {
-                let template = set
-                    .spec
-                    .as_ref()
-                    .map(|s| s.template.clone())
-                    .unwrap_or_default();
-                let mut data = json!({"spec": {"template": template}});
-                data["spec"]["template"]["$patch"] = json!("replace");
-                let revision = ControllerRevision {
-                    metadata: ObjectMeta {
-                        name: Some(format!(
-                            "{}-{hash}",
-                            set.metadata.name.as_deref().unwrap_or_default()
-                        )),
-                        namespace: Some(namespace.clone()),
-                        labels: Some(plan::revision_labels(&template, hash)),
-                        owner_references: Some(vec![pods::controller_reference(set)]),
-                        ..ObjectMeta::default()
-                    },
-                    data: Some(RawExtension(data)),
-                    revision: newest + 1,
-                };
-                match api.create(&PostParams::default(), &revision).await {
-                    Ok(_) => {}
-                    // Made by an earlier pass whose event is not in yet.
-                    Err(kube::Error::Api(status)) if status.code == 409 => {}
-                    Err(error) => return Err(error.into()),
-                }
-            }
-        }
-        let limit = set
-            .spec
-            .as_ref()
-            .and_then(|s| s.revision_history_limit)
-            .unwrap_or(10);
-        let in_use: HashSet<String> = owned
-            .iter()
-            .filter_map(|p| p.metadata.labels.as_ref()?.get(REVISION_HASH).cloned())
-            .chain(std::iter::once(hash.to_owned()))
-            .collect();
-        let unused: Vec<&Arc<ControllerRevision>> = revisions
-            .iter()
-            .filter(|r| hash_of(r).is_none_or(|h| !in_use.contains(&h)))
-            .collect();
-        let excess = unused
-            .len()
-            .saturating_sub(usize::try_from(limit.max(0)).unwrap_or(0));
-        for old in unused.into_iter().take(excess) {
-            let name = old.metadata.name.as_deref().unwrap_or_default();
-            unless_gone(api.delete(name, &DeleteParams::default()).await)?;
-        }
-        Ok(())
     }
 }

@@ -3,7 +3,7 @@
 //! each node, how a rolling update replaces old pods within `maxUnavailable` / `maxSurge`,
 //! and the status `kubectl rollout status` reads.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use k8s_openapi::api::apps::v1::{DaemonSet, DaemonSetStatus};
@@ -19,8 +19,7 @@ use placement::taints::{
 
 use crate::pods;
 
-/// The label naming the template revision a daemon pod was made from.
-pub const REVISION_HASH: &str = "controller-revision-hash";
+pub use crate::revisions::REVISION_HASH;
 
 /// What to do for one DaemonSet.
 #[derive(Debug, Default, PartialEq)]
@@ -328,17 +327,6 @@ pub fn plan(
         conditions: None,
     };
     plan
-}
-
-/// The labels a ControllerRevision of this template carries: the template's, and the hash.
-pub fn revision_labels(template: &PodTemplateSpec, hash: &str) -> BTreeMap<String, String> {
-    let mut labels = template
-        .metadata
-        .as_ref()
-        .and_then(|m| m.labels.clone())
-        .unwrap_or_default();
-    labels.insert(REVISION_HASH.into(), hash.into());
-    labels
 }
 
 #[cfg(test)]

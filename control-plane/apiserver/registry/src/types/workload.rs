@@ -105,6 +105,17 @@ impl<T: DeserializeOwned + Serialize + schemars::JsonSchema> Strategy for Worklo
                 "must be greater than or equal to 0",
             ));
         }
+        if self.kind == Kind::StatefulSet
+            && spec
+                .get("volumeClaimTemplates")
+                .and_then(Value::as_array)
+                .is_some_and(|t| !t.is_empty())
+        {
+            errors.push(FieldError::forbidden(
+                "spec.volumeClaimTemplates",
+                "persistent volume claims are not supported by this cluster yet (Basalt has no storage provisioner); use ephemeral volumes",
+            ));
+        }
         if self.kind == Kind::CronJob
             && spec
                 .get("schedule")
@@ -346,6 +357,21 @@ mod tests {
             strategy.validate_update(&moved, &good)[0].field,
             "spec.selector"
         );
+    }
+
+    #[test]
+    fn statefulsets_may_not_claim_volumes_yet() {
+        use k8s_openapi::api::apps::v1::StatefulSet;
+        let strategy = WorkloadStrategy::<StatefulSet>::new(Kind::StatefulSet);
+        let mut set = json!({"metadata": {"name": "db"}, "spec": {
+            "selector": {"matchLabels": {"app": "db"}},
+            "volumeClaimTemplates": [{"metadata": {"name": "data"}}],
+            "template": {"metadata": {"labels": {"app": "db"}}, "spec": {"containers": [{"name": "c", "image": "i"}]}}}})
+            .as_object().cloned().unwrap_or_default();
+        strategy.prepare_for_create(&mut set);
+        let errors = strategy.validate(&set);
+        assert_eq!(errors.len(), 1);
+        assert_eq!(errors[0].field, "spec.volumeClaimTemplates");
     }
 
     #[test]
