@@ -60,6 +60,34 @@ fn deployments_scale_roll_out_and_roll_back() {
         "jsonpath={.status.availableReplicas}/{.status.updatedReplicas}/{.metadata.annotations.deployment\\.kubernetes\\.io/revision}",
     ]);
     assert_eq!(status, "3/3/1");
+    // What happened is told in events, as kube's controllers tell it.
+    let reasons = |kind: &str| {
+        plane.ok(&[
+            "get",
+            "events",
+            "--field-selector",
+            &format!("involvedObject.kind={kind}"),
+            "-o",
+            "jsonpath={range .items[*]}{.reason}: {.message}{\"\\n\"}{end}",
+        ])
+    };
+    let scaling = reasons("Deployment");
+    assert!(
+        scaling.lines().any(
+            |l| l.starts_with("ScalingReplicaSet: Scaled up replica set web-")
+                && l.ends_with(" from 0 to 3")
+        ),
+        "{scaling}"
+    );
+    let created = reasons("ReplicaSet");
+    assert_eq!(
+        created
+            .lines()
+            .filter(|l| l.starts_with("SuccessfulCreate: Created pod: web-"))
+            .count(),
+        3,
+        "{created}"
+    );
 
     // 3 → 5 → 2.
     plane.ok(&["scale", "deployment", "web", "--replicas=5"]);

@@ -108,6 +108,18 @@ fn jobs_complete_fail_after_their_backoff_limit_and_expire() {
     ]);
     assert_eq!(failed, "3 BackoffLimitExceeded");
     assert_eq!(pods_of(&plane, "fails"), ["Failed", "Failed", "Failed"]);
+    let warnings = plane.ok(&[
+        "get",
+        "events",
+        "--field-selector",
+        "involvedObject.name=fails,type=Warning",
+        "-o",
+        "jsonpath={range .items[*]}{.reason}: {.message}{\"\\n\"}{end}",
+    ]);
+    assert_eq!(
+        warnings.trim(),
+        "BackoffLimitExceeded: Job has reached the specified backoff limit"
+    );
 
     // Deleting a Job takes its pods with it.
     plane.ok(&["delete", "job", "works"]);

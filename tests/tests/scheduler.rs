@@ -74,7 +74,9 @@ fn pods_land_where_they_fit_and_wait_with_a_reason() {
 
     // Fits nowhere: the reason, in the event and the PodScheduled condition.
     plane.apply(&pod("big", "3", ""));
-    let expected = "0/3 nodes are available: 1 node(s) had untolerated taint {dedicated: db}, 2 Insufficient cpu.";
+    let expected = "0/3 nodes are available: 1 node(s) had untolerated taint {dedicated: db}, 2 Insufficient cpu. \
+                    preemption: 0/3 nodes are available: 1 Preemption is not helpful for scheduling, \
+                    2 No preemption victims found for incoming pod.";
     wait_for("a FailedScheduling event", &log, || {
         events(&plane, "big", "FailedScheduling")
             .iter()
@@ -124,7 +126,9 @@ fn pods_land_where_they_fit_and_wait_with_a_reason() {
         events(&plane, "web-b", "FailedScheduling").iter().any(|m| {
             m == "0/4 nodes are available: 1 node(s) didn't have free ports for the requested pod ports, \
                   1 node(s) had untolerated taint {dedicated: db}, \
-                  2 node(s) didn't match Pod's node affinity/selector."
+                  2 node(s) didn't match Pod's node affinity/selector. \
+                  preemption: 0/4 nodes are available: 1 No preemption victims found for incoming pod, \
+                  3 Preemption is not helpful for scheduling."
         })
     });
     plane.ok(&["delete", "pod", "web-a", "--grace-period=0", "--force"]);
@@ -134,4 +138,68 @@ fn pods_land_where_they_fit_and_wait_with_a_reason() {
 
     // The scheduler holds its lease.
     assert!(!plane.lease_holder("kube-scheduler").is_empty());
+}
+
+#[test]
+fn a_pod_of_higher_priority_preempts_lower_ones() {
+    let plane = ControlPlane::start();
+    let scheduler = plane.start_scheduler("scheduler.log", &[]);
+    let log = || scheduler.log();
+    // One node with 4 cpu, and a kubelet to finish the deletion of the preempted pod.
+    let _n1 = basalt_tests::node_agent::NodeAgent::start(&plane.kubeconfig(), "n1");
+    plane.apply(
+        "apiVersion: scheduling.k8s.io/v1\nkind: PriorityClass\nmetadata:\n  name: high\nvalue: 1000\n---\n\
+         apiVersion: scheduling.k8s.io/v1\nkind: PriorityClass\nmetadata:\n  name: polite\nvalue: 500\npreemptionPolicy: Never\n",
+    );
+    plane.apply(&pod("low-1", "2", ""));
+    plane.apply(&pod("low-2", "2", ""));
+    wait_for("both low pods on n1", &log, || {
+        node_of(&plane, "low-1") == "n1" && node_of(&plane, "low-2") == "n1"
+    });
+
+    // A class that does not exist is refused; a polite pod waits and says why.
+    let unknown = plane.kubectl_stdin(
+        &["apply", "-f", "-"],
+        &pod("lost", "1", "  priorityClassName: nope\n"),
+    );
+    assert!(!unknown.status.success());
+    assert!(
+        String::from_utf8_lossy(&unknown.stderr)
+            .contains("no PriorityClass with name nope was found"),
+        "{}",
+        String::from_utf8_lossy(&unknown.stderr)
+    );
+    plane.apply(&pod("polite", "2", "  priorityClassName: polite\n"));
+    wait_for("the polite pod waits without preempting", &log, || {
+        events(&plane, "polite", "FailedScheduling").iter().any(|m| {
+            m == "0/1 nodes are available: 1 Insufficient cpu. preemption: not eligible due to preemptionPolicy=Never."
+        })
+    });
+
+    // The important pod takes a low pod's place.
+    plane.apply(&pod("vip", "2", "  priorityClassName: high\n"));
+    assert_eq!(
+        plane.ok(&["get", "pod", "vip", "-o", "jsonpath={.spec.priority}"]),
+        "1000"
+    );
+    wait_for("vip scheduled on n1", &log, || {
+        node_of(&plane, "vip") == "n1"
+    });
+    let preempted: Vec<String> = ["low-1", "low-2"]
+        .iter()
+        .filter(|p| !events(&plane, p, "Preempted").is_empty())
+        .map(|p| (*p).to_owned())
+        .collect();
+    assert_eq!(preempted.len(), 1, "one victim is enough: {preempted:?}");
+    assert_eq!(
+        events(&plane, &preempted[0], "Preempted"),
+        ["Preempted by default/vip on node n1"]
+    );
+    wait_for("the victim gone", &log, || {
+        !plane
+            .kubectl(&["get", "pod", &preempted[0]])
+            .status
+            .success()
+    });
+    assert_eq!(node_of(&plane, "polite"), "", "the polite pod still waits");
 }

@@ -126,6 +126,7 @@ pub async fn run(client: kube::Client, options: Options) -> Result<(), Error> {
         }
     }
     let resources = Arc::new(Resources::new(client.clone()));
+    let events = events::Recorder::start(client.clone(), "controller-manager");
     let namespaces = Informer::<Namespace>::start(Api::all(client.clone()));
     let mut tasks = tokio::task::JoinSet::new();
     if options.enabled("garbagecollector") {
@@ -155,6 +156,7 @@ pub async fn run(client: kube::Client, options: Options) -> Result<(), Error> {
             sets.clone(),
             pods.clone(),
             5,
+            events.as_component("replicaset-controller"),
         ));
     }
     if options.enabled("endpointslice") {
@@ -177,6 +179,7 @@ pub async fn run(client: kube::Client, options: Options) -> Result<(), Error> {
             nodes.clone(),
             pods.clone(),
             options.node_lifecycle,
+            events.as_component("node-controller"),
         ));
     }
     if options.enabled("taint-eviction-controller") {
@@ -184,6 +187,7 @@ pub async fn run(client: kube::Client, options: Options) -> Result<(), Error> {
             client.clone(),
             nodes.clone(),
             pods.clone(),
+            events.as_component("taint-eviction-controller"),
         ));
     }
     let revisions = Informer::<ControllerRevision>::start(Api::all(client.clone()));
@@ -193,6 +197,7 @@ pub async fn run(client: kube::Client, options: Options) -> Result<(), Error> {
             nodes.clone(),
             pods.clone(),
             revisions.clone(),
+            events.as_component("daemonset-controller"),
         ));
     }
     if options.enabled("statefulset") {
@@ -200,6 +205,7 @@ pub async fn run(client: kube::Client, options: Options) -> Result<(), Error> {
             client.clone(),
             pods.clone(),
             revisions.clone(),
+            events.as_component("statefulset-controller"),
         ));
     }
     let jobs = Informer::<Job>::start(Api::all(client.clone()));
@@ -209,6 +215,7 @@ pub async fn run(client: kube::Client, options: Options) -> Result<(), Error> {
             jobs.clone(),
             pods.clone(),
             5,
+            events.as_component("job-controller"),
         ));
     }
     if options.enabled("cronjob") {
@@ -217,6 +224,7 @@ pub async fn run(client: kube::Client, options: Options) -> Result<(), Error> {
             client.clone(),
             cronjobs,
             jobs.clone(),
+            events.as_component("cronjob-controller"),
         ));
     }
     if options.enabled("ttl-after-finished") {
@@ -230,6 +238,7 @@ pub async fn run(client: kube::Client, options: Options) -> Result<(), Error> {
             sets,
             pods,
             5,
+            events.as_component("deployment-controller"),
         ));
     }
     tracing::info!(controllers = tasks.len(), "controllers started");

@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::core::v1::{Pod, PodTemplateSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::Resource;
+use kube::api::{Api, DeleteParams, Preconditions};
 
 /// The annotation that ranks pods for removal: lower cost goes first.
 pub const DELETION_COST: &str = "controller.kubernetes.io/pod-deletion-cost";
@@ -112,6 +113,23 @@ pub fn from_template(
         },
         spec: template.spec.clone(),
         status: None,
+    }
+}
+
+/// Deletes pod `name` if it is still the pod `uid` (not a new one of the same name): `true`
+/// when deleted, `false` when it was gone or replaced already.
+pub async fn delete_if_same(api: &Api<Pod>, name: &str, uid: &str) -> Result<bool, kube::Error> {
+    let params = DeleteParams {
+        preconditions: Some(Preconditions {
+            uid: Some(uid.to_owned()),
+            resource_version: None,
+        }),
+        ..DeleteParams::default()
+    };
+    match api.delete(name, &params).await {
+        Ok(_) => Ok(true),
+        Err(kube::Error::Api(status)) if matches!(status.code, 404 | 409) => Ok(false),
+        Err(error) => Err(error),
     }
 }
 

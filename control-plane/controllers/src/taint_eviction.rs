@@ -31,6 +31,7 @@ pub struct TaintEvictionController {
     /// first saw the ones that lack it.
     no_execute: Mutex<HashMap<String, Vec<Taint>>>,
     queue: Arc<WorkQueue<Key>>,
+    events: events::Recorder,
 }
 
 fn node_of(pod: &Pod) -> Option<&str> {
@@ -46,8 +47,10 @@ impl TaintEvictionController {
         client: kube::Client,
         nodes: Arc<Informer<Node>>,
         pods: Arc<Informer<Pod>>,
+        events: events::Recorder,
     ) -> Result<(), Error> {
         let controller = Arc::new(TaintEvictionController {
+            events,
             client,
             nodes: nodes.clone(),
             pods: pods.clone(),
@@ -153,6 +156,13 @@ impl TaintEvictionController {
                 Ok(Some(deadline.duration_since(now).unsigned_abs()))
             }
             Eviction::At(_) | Eviction::Now => {
+                self.events.record(
+                    pod.as_ref(),
+                    events::Kind::Normal,
+                    "TaintManagerEviction",
+                    "Evict",
+                    &format!("Marking for deletion Pod {key}"),
+                );
                 self.evict(&key, pod.metadata.uid.clone(), node).await?;
                 Ok(None)
             }

@@ -95,7 +95,7 @@ impl NodeInfo {
         }
     }
 
-    fn add(&mut self, usage: &Usage) {
+    pub(crate) fn add(&mut self, usage: &Usage) {
         self.requested.add(&usage.requests);
         self.nonzero.0 += usage.nonzero.0;
         self.nonzero.1 += usage.nonzero.1;
@@ -103,7 +103,7 @@ impl NodeInfo {
         self.pod_count += 1;
     }
 
-    fn remove(&mut self, usage: &Usage) {
+    pub(crate) fn remove(&mut self, usage: &Usage) {
         self.requested.subtract(&usage.requests);
         self.nonzero.0 -= usage.nonzero.0;
         self.nonzero.1 -= usage.nonzero.1;
@@ -121,10 +121,43 @@ impl NodeInfo {
     }
 }
 
-struct Placed {
-    node: String,
-    usage: Usage,
+/// A pod counted on a node.
+pub struct Placed {
+    /// The node.
+    pub node: String,
+    /// What it takes there.
+    pub usage: Usage,
     assumed: bool,
+    /// Who it is, should it have to make room for a pod of higher priority.
+    pub who: Placement,
+}
+
+/// What preemption needs to know of a placed pod.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Placement {
+    /// Its namespace.
+    pub namespace: String,
+    /// Its name.
+    pub name: String,
+    /// Its priority.
+    pub priority: i32,
+    /// When it was created.
+    pub created: Option<jiff::Timestamp>,
+    /// Whether it is being deleted already.
+    pub deleting: bool,
+}
+
+impl Placement {
+    /// The placement facts of `pod`.
+    pub fn of(pod: &Pod) -> Placement {
+        Placement {
+            namespace: pod.metadata.namespace.clone().unwrap_or_default(),
+            name: pod.metadata.name.clone().unwrap_or_default(),
+            priority: pod.spec.as_ref().and_then(|s| s.priority).unwrap_or(0),
+            created: pod.metadata.creation_timestamp.as_ref().map(|t| t.0),
+            deleting: pod.metadata.deletion_timestamp.is_some(),
+        }
+    }
 }
 
 /// Nodes and the pods placed on them.
@@ -204,13 +237,14 @@ impl Cache {
             && placed.node == node
         {
             placed.assumed = false;
+            placed.who = Placement::of(pod);
             return;
         }
         self.remove_pod(&uid);
-        self.place(uid, node, Usage::of(pod), false);
+        self.place(uid, node, Usage::of(pod), false, Placement::of(pod));
     }
 
-    fn place(&mut self, uid: String, node: String, usage: Usage, assumed: bool) {
+    fn place(&mut self, uid: String, node: String, usage: Usage, assumed: bool, who: Placement) {
         if let Some(info) = self.node_mut(&node) {
             info.add(&usage);
         }
@@ -220,6 +254,7 @@ impl Cache {
                 node,
                 usage,
                 assumed,
+                who,
             },
         );
     }
@@ -239,7 +274,13 @@ impl Cache {
             return;
         };
         self.remove_pod(&uid);
-        self.place(uid, node.to_owned(), Usage::of(pod), true);
+        self.place(
+            uid,
+            node.to_owned(),
+            Usage::of(pod),
+            true,
+            Placement::of(pod),
+        );
     }
 
     /// Undoes [`Cache::assume`] after a failed binding.
@@ -257,6 +298,16 @@ impl Cache {
     /// How many nodes there are.
     pub fn node_count(&self) -> usize {
         self.nodes.len()
+    }
+
+    /// The pods placed on `node`, by uid.
+    pub fn pods_on<'a>(&'a self, node: &'a str) -> impl Iterator<Item = (&'a String, &'a Placed)> {
+        self.pods.iter().filter(move |(_, p)| p.node == node)
+    }
+
+    /// The node named `name`.
+    pub fn node(&self, name: &str) -> Option<&NodeInfo> {
+        self.nodes.get(*self.index.get(name)?)
     }
 
     /// The node at `index` of the stable order.

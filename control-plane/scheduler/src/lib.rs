@@ -10,6 +10,7 @@
 
 pub mod cache;
 pub mod plugins;
+pub mod preemption;
 pub mod queue;
 pub mod resources;
 pub mod schedule;
@@ -19,8 +20,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{Binding, Event, EventSource, Node, ObjectReference, Pod};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta, Time};
+use k8s_openapi::api::core::v1::{Binding, Node, ObjectReference, Pod};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event as WatchEvent};
@@ -52,20 +53,13 @@ struct Scheduler {
     /// The last failure reported per pod, so a retry that fails alike adds no event.
     reported: Mutex<HashMap<String, String>>,
     bindings: Arc<tokio::sync::Semaphore>,
-    /// Events waiting to be written; full, new events are dropped, as client-go's recorder
-    /// does, so reporting never slows binding.
-    events: tokio::sync::mpsc::Sender<Event>,
+    /// Queues events without waiting, so reporting never slows binding.
+    events: events::Recorder,
 }
-
-/// Events queued for writing before new ones are dropped.
-const EVENTS_QUEUED: usize = 1000;
-/// Events written at once.
-const EVENT_WRITERS: usize = 4;
 
 /// Schedules pods that name `scheduler_name` until the process ends.
 pub async fn run(client: kube::Client, scheduler_name: &str) -> Result<(), Error> {
-    let (events, queued) = tokio::sync::mpsc::channel(EVENTS_QUEUED);
-    tokio::spawn(write_events(client.clone(), queued));
+    let events = events::Recorder::start(client.clone(), DEFAULT_SCHEDULER);
     let scheduler = Arc::new(Scheduler {
         client: client.clone(),
         name: scheduler_name.to_owned(),
@@ -110,10 +104,22 @@ pub async fn run(client: kube::Client, scheduler_name: &str) -> Result<(), Error
             Err(fit) => {
                 let uid = pod.metadata.uid.clone().unwrap_or_default();
                 scheduler.queue.unschedulable(&uid);
+                let preemption = preemption::may_preempt(&pod)
+                    .then(|| preemption::find(&pod, &scheduler.cache.lock()));
                 let reporter = scheduler.clone();
-                tokio::spawn(
-                    async move { reporter.report_unschedulable(&pod, &fit.to_string()).await },
-                );
+                tokio::spawn(async move {
+                    let message = match preemption {
+                        Some(Ok(candidate)) => {
+                            reporter.preempt(&pod, candidate).await;
+                            fit.to_string()
+                        }
+                        Some(Err(why)) => format!("{fit} {why}"),
+                        None => {
+                            format!("{fit} preemption: not eligible due to preemptionPolicy=Never.")
+                        }
+                    };
+                    reporter.report_unschedulable(&pod, &message).await
+                });
             }
         }
     }
@@ -245,6 +251,68 @@ impl Scheduler {
         }
     }
 
+    /// Makes room for `pod` on the candidate node: nominates the node in the pod's status,
+    /// then evicts the victims (marked with a `DisruptionTarget` condition, and an event
+    /// saying for whom). The pod is tried again once they are gone.
+    async fn preempt(&self, pod: &Pod, candidate: preemption::Candidate) {
+        let namespace = pod.metadata.namespace.clone().unwrap_or_default();
+        let name = pod.metadata.name.clone().unwrap_or_default();
+        let node = candidate.node;
+        let api: Api<Pod> = Api::namespaced(self.client.clone(), &namespace);
+        let nominated = json!({"status": {"nominatedNodeName": node}});
+        if let Err(error) = api
+            .patch_status(&name, &PatchParams::default(), &Patch::Merge(nominated))
+            .await
+        {
+            tracing::debug!(%error, "could not nominate a node");
+        }
+        for victim in candidate.victims {
+            let api: Api<Pod> = Api::namespaced(self.client.clone(), &victim.who.namespace);
+            let condition = json!({"status": {"conditions": [{
+                "type": "DisruptionTarget",
+                "status": "True",
+                "reason": "PreemptionByScheduler",
+                "message": format!("{}: preempting to accommodate a higher priority pod", self.name),
+                "lastTransitionTime": jiff::Timestamp::now().to_string(),
+            }]}});
+            let _ = api
+                .patch_status(
+                    &victim.who.name,
+                    &PatchParams::default(),
+                    &Patch::Strategic(condition),
+                )
+                .await;
+            let params = kube::api::DeleteParams {
+                preconditions: Some(kube::api::Preconditions {
+                    uid: Some(victim.uid.clone()),
+                    resource_version: None,
+                }),
+                ..kube::api::DeleteParams::default()
+            };
+            match api.delete(&victim.who.name, &params).await {
+                Ok(_) => {
+                    tracing::info!(victim = %format!("{}/{}", victim.who.namespace, victim.who.name), preemptor = %format!("{namespace}/{name}"), %node, "preempted");
+                    let victim_pod = Pod {
+                        metadata: ObjectMeta {
+                            name: Some(victim.who.name.clone()),
+                            namespace: Some(victim.who.namespace.clone()),
+                            uid: Some(victim.uid.clone()),
+                            ..ObjectMeta::default()
+                        },
+                        ..Pod::default()
+                    };
+                    self.event(
+                        &victim_pod,
+                        "Normal",
+                        "Preempted",
+                        &format!("Preempted by {namespace}/{name} on node {node}"),
+                    );
+                }
+                Err(error) => tracing::debug!(%error, "could not preempt"),
+            }
+        }
+    }
+
     /// Tells the pod's owner why it waits: `PodScheduled=False` and a `FailedScheduling`
     /// event, once per distinct reason.
     async fn report_unschedulable(&self, pod: &Pod, message: &str) {
@@ -277,52 +345,12 @@ impl Scheduler {
     }
 
     fn event(&self, pod: &Pod, type_: &str, reason: &str, message: &str) {
-        let namespace = pod.metadata.namespace.clone().unwrap_or_default();
-        let now = jiff::Timestamp::now();
-        let event = Event {
-            metadata: ObjectMeta {
-                generate_name: Some(format!(
-                    "{}.",
-                    pod.metadata.name.as_deref().unwrap_or_default()
-                )),
-                namespace: Some(namespace.clone()),
-                ..ObjectMeta::default()
-            },
-            involved_object: ObjectReference {
-                api_version: Some("v1".into()),
-                kind: Some("Pod".into()),
-                name: pod.metadata.name.clone(),
-                namespace: Some(namespace.clone()),
-                uid: pod.metadata.uid.clone(),
-                resource_version: pod.metadata.resource_version.clone(),
-                ..ObjectReference::default()
-            },
-            reason: Some(reason.into()),
-            message: Some(message.into()),
-            type_: Some(type_.into()),
-            source: Some(EventSource {
-                component: Some(DEFAULT_SCHEDULER.into()),
-                host: None,
-            }),
-            first_timestamp: Some(Time(now)),
-            last_timestamp: Some(Time(now)),
-            event_time: Some(MicroTime(now)),
-            count: Some(1),
-            action: Some(
-                if type_ == "Normal" {
-                    "Binding"
-                } else {
-                    "Scheduling"
-                }
-                .into(),
-            ),
-            reporting_component: Some(DEFAULT_SCHEDULER.into()),
-            reporting_instance: Some(DEFAULT_SCHEDULER.into()),
-            ..Event::default()
+        let (kind, action) = if type_ == "Normal" {
+            (events::Kind::Normal, "Binding")
+        } else {
+            (events::Kind::Warning, "Scheduling")
         };
-        if self.events.try_send(event).is_err() {
-            tracing::debug!(reason, "event queue full; dropped an event");
-        }
+        self.events.record(pod, kind, reason, action, message);
     }
 }
 
@@ -366,27 +394,4 @@ async fn follow<K>(
             Err(error) => tracing::debug!(%error, "watch failed; retrying"),
         }
     }
-}
-
-/// Writes queued events, a few at a time.
-async fn write_events(client: kube::Client, queued: tokio::sync::mpsc::Receiver<Event>) {
-    let stream = tokio_stream_of(queued);
-    stream
-        .for_each_concurrent(EVENT_WRITERS, |event| {
-            let client = client.clone();
-            async move {
-                let namespace = event.metadata.namespace.clone().unwrap_or_default();
-                let api: Api<Event> = Api::namespaced(client, &namespace);
-                if let Err(error) = api.create(&PostParams::default(), &event).await {
-                    tracing::debug!(%error, "could not record an event");
-                }
-            }
-        })
-        .await;
-}
-
-fn tokio_stream_of<T: Send + 'static>(
-    mut receiver: tokio::sync::mpsc::Receiver<T>,
-) -> impl futures::Stream<Item = T> {
-    futures::stream::poll_fn(move |cx| receiver.poll_recv(cx))
 }

@@ -3,7 +3,8 @@
 use std::sync::Arc;
 
 use k8s_openapi::api::{
-    apps, authentication, authorization, batch, certificates, coordination, core, discovery, events,
+    apps, authentication, authorization, batch, certificates, coordination, core, discovery,
+    events, scheduling,
 };
 
 use crate::catalog::{Catalog, Resource};
@@ -270,6 +271,15 @@ fn builtins() -> Vec<Resource> {
             true,
             typed::<discovery::v1::EndpointSlice>(),
         ),
+        R::new(
+            "scheduling.k8s.io",
+            "v1",
+            "PriorityClass",
+            "priorityclasses",
+            false,
+            typed::<scheduling::v1::PriorityClass>(),
+        )
+        .short(&["pc"]),
         R::new(
             "coordination.k8s.io",
             "v1",

@@ -307,6 +307,7 @@ pub async fn handle(
             if resource.group.is_empty() && resource.plural == "pods" {
                 crate::limits::admit(registry, ns.unwrap_or(""), &mut body).await?;
                 call.default_tolerations.admit(&mut body);
+                crate::priority::admit(registry, &mut body).await?;
             }
             let object = registry
                 .create(&resource, ns, body, &call.write_options()?)

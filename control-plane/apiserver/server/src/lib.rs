@@ -14,6 +14,7 @@ pub mod limits;
 pub mod metrics;
 pub mod patch;
 pub mod pki;
+pub mod priority;
 pub mod request;
 pub mod response;
 pub mod review;

@@ -81,6 +81,38 @@ pub async fn namespaces(registry: &Registry) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// The PriorityClasses every cluster has, for the pods that keep a cluster or a node up.
+pub async fn priority_classes(registry: &Registry) -> Result<(), ApiError> {
+    for (name, value, description) in [
+        (
+            "system-cluster-critical",
+            2_000_000_000,
+            "Used for system critical pods that must run in the cluster, but can be moved to another node if necessary.",
+        ),
+        (
+            "system-node-critical",
+            2_000_001_000,
+            "Used for system critical pods that must not be moved from their current node.",
+        ),
+    ] {
+        let body = object(json!({
+            "apiVersion": "scheduling.k8s.io/v1", "kind": "PriorityClass",
+            "metadata": {"name": name}, "value": value, "description": description,
+            "preemptionPolicy": "PreemptLowerPriority",
+        }));
+        ensure(
+            registry,
+            "priorityclasses",
+            "scheduling.k8s.io",
+            None,
+            body,
+            None,
+        )
+        .await?;
+    }
+    Ok(())
+}
+
 /// The `kubernetes` Service at `cluster_ip`, and its endpoints: `address:port`, this server.
 pub async fn kubernetes_service(
     registry: &Registry,

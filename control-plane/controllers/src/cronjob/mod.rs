@@ -149,6 +149,7 @@ pub struct CronJobController {
     cronjobs: Arc<Informer<CronJob>>,
     jobs: Arc<Informer<Job>>,
     queue: Arc<WorkQueue<Key>>,
+    events: events::Recorder,
 }
 
 impl CronJobController {
@@ -157,8 +158,10 @@ impl CronJobController {
         client: kube::Client,
         cronjobs: Arc<Informer<CronJob>>,
         jobs: Arc<Informer<Job>>,
+        events: events::Recorder,
     ) -> Result<(), Error> {
         let controller = Arc::new(CronJobController {
+            events,
             client,
             cronjobs: cronjobs.clone(),
             jobs: jobs.clone(),
@@ -215,6 +218,13 @@ impl CronJobController {
         for job in expired_jobs(&cronjob, &owned) {
             let name = job.metadata.name.as_deref().unwrap_or_default();
             unless_gone(jobs_api.delete(name, &background).await)?;
+            self.events.record(
+                cronjob.as_ref(),
+                events::Kind::Normal,
+                "SuccessfulDelete",
+                "Delete",
+                &format!("Deleted job {name}"),
+            );
             tracing::info!(job = %name, "deleted: beyond the history limit");
         }
         let mut active: Vec<&Arc<Job>> = owned
@@ -239,6 +249,13 @@ impl CronJobController {
                 Decision::Wait => {}
                 Decision::Skip(at, why) => {
                     tracing::info!(cronjob = %key, %at, why, "run skipped");
+                    self.events.record(
+                        cronjob.as_ref(),
+                        events::Kind::Warning,
+                        "MissSchedule",
+                        "Skip",
+                        &format!("Skipped the run scheduled at {at}: {why}"),
+                    );
                     last_schedule = Some(Time(at));
                 }
                 Decision::Start(at) => {
@@ -253,6 +270,14 @@ impl CronJobController {
                     match jobs_api.create(&PostParams::default(), &job).await {
                         Ok(job) => {
                             tracing::info!(cronjob = %key, job = ?job.metadata.name, %at, "run started");
+                            let name = job.metadata.name.as_deref().unwrap_or_default();
+                            self.events.record(
+                                cronjob.as_ref(),
+                                events::Kind::Normal,
+                                "SuccessfulCreate",
+                                "Create",
+                                &format!("Created job {name}"),
+                            );
                             created = Some(job);
                         }
                         // This run's Job exists already: an earlier attempt made it.

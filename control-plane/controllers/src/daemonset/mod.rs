@@ -15,7 +15,7 @@ use std::time::Duration;
 use k8s_openapi::api::apps::v1::{ControllerRevision, DaemonSet};
 use k8s_openapi::api::core::v1::{Node, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, Preconditions};
+use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::json;
 
 use crate::deployment::rollout::template_hash;
@@ -35,6 +35,7 @@ pub struct DaemonSetController {
     revisions: Arc<Informer<ControllerRevision>>,
     expectations: Expectations,
     queue: Arc<WorkQueue<Key>>,
+    events: events::Recorder,
 }
 
 fn owned_by<'a>(meta: &'a ObjectMeta, kind: &str) -> Option<&'a str> {
@@ -50,9 +51,11 @@ impl DaemonSetController {
         nodes: Arc<Informer<Node>>,
         pods: Arc<Informer<Pod>>,
         revisions: Arc<Informer<ControllerRevision>>,
+        events: events::Recorder,
     ) -> Result<(), Error> {
         let sets = Informer::<DaemonSet>::start(Api::all(client.clone()));
         let controller = Arc::new(DaemonSetController {
+            events,
             client,
             sets: sets.clone(),
             nodes: nodes.clone(),
@@ -161,20 +164,21 @@ impl DaemonSetController {
             let uids: Vec<String> = plan.delete.iter().map(|(_, uid)| uid.clone()).collect();
             self.expectations.expect(&uid, &[], &uids);
             for (name, pod_uid) in &plan.delete {
-                let params = DeleteParams {
-                    preconditions: Some(Preconditions {
-                        uid: Some(pod_uid.clone()),
-                        resource_version: None,
-                    }),
-                    ..DeleteParams::default()
-                };
-                match api.delete(name, &params).await {
-                    Ok(_) => tracing::info!(pod = %name, "deleted"),
+                match pods::delete_if_same(&api, name, pod_uid).await {
+                    Ok(true) => {
+                        tracing::info!(pod = %name, "deleted");
+                        self.events.record(
+                            set.as_ref(),
+                            events::Kind::Normal,
+                            "SuccessfulDelete",
+                            "Delete",
+                            &format!("Deleted pod: {name}"),
+                        );
+                    }
+                    Ok(false) => self.expectations.delete_failed(&uid, pod_uid),
                     Err(error) => {
                         self.expectations.delete_failed(&uid, pod_uid);
-                        if !matches!(&error, kube::Error::Api(s) if matches!(s.code, 404 | 409)) {
-                            failure = Some(error.to_string());
-                        }
+                        failure = Some(error.to_string());
                     }
                 }
             }
@@ -238,9 +242,25 @@ impl DaemonSetController {
         let mut failure = None;
         for (name, node, result) in futures::future::join_all(creates).await {
             match result {
-                Ok(_) => tracing::info!(pod = %name, node = %node, "created"),
+                Ok(_) => {
+                    tracing::info!(pod = %name, node = %node, "created");
+                    self.events.record(
+                        set,
+                        events::Kind::Normal,
+                        "SuccessfulCreate",
+                        "Create",
+                        &format!("Created pod: {name}"),
+                    );
+                }
                 Err(error) => {
                     self.expectations.create_failed(&uid, name);
+                    self.events.record(
+                        set,
+                        events::Kind::Warning,
+                        "FailedCreate",
+                        "Create",
+                        &format!("Error creating: {error}"),
+                    );
                     failure = Some(error.to_string());
                 }
             }

@@ -28,6 +28,7 @@ pub struct DeploymentController {
     sets: Arc<Informer<ReplicaSet>>,
     pods: Arc<Informer<Pod>>,
     queue: Arc<WorkQueue<Key>>,
+    events: events::Recorder,
 }
 
 impl DeploymentController {
@@ -38,8 +39,10 @@ impl DeploymentController {
         sets: Arc<Informer<ReplicaSet>>,
         pods: Arc<Informer<Pod>>,
         workers: usize,
+        events: events::Recorder,
     ) -> Result<(), Error> {
         let controller = Arc::new(DeploymentController {
+            events,
             client,
             deployments: deployments.clone(),
             sets: sets.clone(),
@@ -239,6 +242,10 @@ impl DeploymentController {
                 match api.create(&PostParams::default(), set).await {
                     Ok(_) => {
                         tracing::info!(replicaset = %name, "created");
+                        let replicas = set.spec.as_ref().and_then(|s| s.replicas).unwrap_or(0);
+                        if replicas > 0 {
+                            self.scaled(deployment, &name, 0, replicas);
+                        }
                         Ok(())
                     }
                     Err(kube::Error::Api(status)) if status.code == 409 => {
@@ -259,6 +266,16 @@ impl DeploymentController {
                         .await,
                 )?;
                 tracing::info!(replicaset = %name, replicas, "scaled");
+                let before = self
+                    .sets
+                    .store()
+                    .get(&Key::of(set).object_ref())
+                    .and_then(|s| s.spec.as_ref()?.replicas);
+                if let (Some(before), Some(after)) = (before, replicas)
+                    && before != after
+                {
+                    self.scaled(deployment, &name, before, after);
+                }
                 Ok(())
             }
             Action::Delete(name, uid) => {
@@ -279,6 +296,17 @@ impl DeploymentController {
                 }
             }
         }
+    }
+
+    fn scaled(&self, deployment: &Deployment, set: &str, from: i32, to: i32) {
+        let direction = if to > from { "up" } else { "down" };
+        self.events.record(
+            deployment,
+            events::Kind::Normal,
+            "ScalingReplicaSet",
+            "Scaling",
+            &format!("Scaled {direction} replica set {set} from {from} to {to}"),
+        );
     }
 
     /// The new ReplicaSet's name is taken. If by this Deployment's own ReplicaSet for this

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{EnvVar, EnvVarSource, ObjectFieldSelector, Pod};
-use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, Preconditions};
+use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::json;
 
 use self::plan::{COMPLETION_INDEX, TRACKING_FINALIZER};
@@ -31,6 +31,7 @@ pub struct JobController {
     pods: Arc<Informer<Pod>>,
     expectations: Expectations,
     queue: Arc<WorkQueue<Key>>,
+    events: events::Recorder,
 }
 
 fn job_of(pod: &Pod) -> Option<&str> {
@@ -46,8 +47,10 @@ impl JobController {
         jobs: Arc<Informer<Job>>,
         pods: Arc<Informer<Pod>>,
         workers: usize,
+        events: events::Recorder,
     ) -> Result<(), Error> {
         let controller = Arc::new(JobController {
+            events,
             client,
             jobs: jobs.clone(),
             pods: pods.clone(),
@@ -135,6 +138,25 @@ impl JobController {
                 api.patch_status(&key.name, &PatchParams::default(), &Patch::Merge(patch))
                     .await,
             )?;
+            let mut ended = job.as_ref().clone();
+            ended.status = Some(plan.status.clone());
+            if plan::finished(&job).is_none()
+                && let Some(end) = plan::finished(&ended)
+            {
+                let (kind, reason) = match end.type_.as_str() {
+                    "Complete" => (events::Kind::Normal, "Completed".to_owned()),
+                    _ => (
+                        events::Kind::Warning,
+                        end.reason.clone().unwrap_or_default(),
+                    ),
+                };
+                let message = match kind {
+                    events::Kind::Normal => "Job completed".to_owned(),
+                    events::Kind::Warning => end.message.clone().unwrap_or_default(),
+                };
+                self.events
+                    .record(job.as_ref(), kind, &reason, "Finish", &message);
+            }
         }
         for name in &plan.release {
             if let Some(pod) = owned
@@ -149,18 +171,9 @@ impl JobController {
             let uids: Vec<String> = plan.delete.iter().map(|(_, uid)| uid.clone()).collect();
             self.expectations.expect(&uid, &[], &uids);
             for (name, pod_uid) in &plan.delete {
-                let params = DeleteParams {
-                    preconditions: Some(Preconditions {
-                        uid: Some(pod_uid.clone()),
-                        resource_version: None,
-                    }),
-                    ..DeleteParams::default()
-                };
-                match pods_api.delete(name, &params).await {
-                    Ok(_) => tracing::info!(pod = %name, "deleted"),
-                    Err(kube::Error::Api(status)) if matches!(status.code, 404 | 409) => {
-                        self.expectations.delete_failed(&uid, pod_uid);
-                    }
+                match pods::delete_if_same(&pods_api, name, pod_uid).await {
+                    Ok(true) => tracing::info!(pod = %name, "deleted"),
+                    Ok(false) => self.expectations.delete_failed(&uid, pod_uid),
                     Err(error) => {
                         self.expectations.delete_failed(&uid, pod_uid);
                         failure = Some(error.to_string());
@@ -252,9 +265,25 @@ impl JobController {
         let mut failure = None;
         for (pod_name, result) in futures::future::join_all(creates).await {
             match result {
-                Ok(_) => tracing::info!(pod = %pod_name, "created"),
+                Ok(_) => {
+                    tracing::info!(pod = %pod_name, "created");
+                    self.events.record(
+                        job,
+                        events::Kind::Normal,
+                        "SuccessfulCreate",
+                        "Create",
+                        &format!("Created pod: {pod_name}"),
+                    );
+                }
                 Err(error) => {
                     self.expectations.create_failed(&uid, pod_name);
+                    self.events.record(
+                        job,
+                        events::Kind::Warning,
+                        "FailedCreate",
+                        "Create",
+                        &format!("Error creating: {error}"),
+                    );
                     failure = Some(error.to_string());
                 }
             }

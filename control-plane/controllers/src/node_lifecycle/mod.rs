@@ -87,6 +87,7 @@ pub struct NodeLifecycleController {
     /// Every zone is fully disrupted: no node gets a NoExecute taint.
     all_down: AtomicBool,
     queue: Arc<WorkQueue<Key>>,
+    events: events::Recorder,
 }
 
 fn zone_of(node: &Node) -> String {
@@ -105,9 +106,11 @@ impl NodeLifecycleController {
         nodes: Arc<Informer<Node>>,
         pods: Arc<Informer<Pod>>,
         settings: Settings,
+        events: events::Recorder,
     ) -> Result<(), Error> {
         let leases = Informer::<Lease>::start(Api::namespaced(client.clone(), LEASE_NAMESPACE));
         let controller = Arc::new(NodeLifecycleController {
+            events,
             client,
             nodes: nodes.clone(),
             leases: leases.clone(),
@@ -232,6 +235,15 @@ impl NodeLifecycleController {
             .patch_status(&name, &PatchParams::default(), &Patch::Strategic(patch))
             .await?;
         tracing::warn!(node = %name, was = ?was, "kubelet stopped posting node status; conditions now Unknown");
+        if was.as_deref() == Some("True") {
+            self.events.record(
+                &written,
+                events::Kind::Normal,
+                "NodeNotReady",
+                "NodeNotReady",
+                &format!("Node {name} status is now: NodeNotReady"),
+            );
+        }
         Ok(Some(written))
     }
 
@@ -324,6 +336,13 @@ impl NodeLifecycleController {
                     .await,
             )?;
             tracing::info!(pod = %format!("{namespace}/{name}"), node, "marked not ready");
+            self.events.record(
+                pod.as_ref(),
+                events::Kind::Warning,
+                "NodeNotReady",
+                "NodeNotReady",
+                "Node is not ready",
+            );
         }
         Ok(())
     }

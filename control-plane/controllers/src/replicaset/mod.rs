@@ -11,9 +11,11 @@ use std::time::Duration;
 use k8s_openapi::api::apps::v1::{ReplicaSet, ReplicaSetCondition, ReplicaSetStatus};
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, Preconditions};
+use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::core::{Selector, SelectorExt};
 use serde_json::json;
+
+use events::Kind;
 
 use crate::expectations::{Expectations, generate_name};
 use crate::informer::{Change, Informer, follow};
@@ -28,6 +30,7 @@ pub struct ReplicaSetController {
     pods: Arc<Informer<Pod>>,
     expectations: Expectations,
     queue: Arc<WorkQueue<Key>>,
+    events: events::Recorder,
 }
 
 impl ReplicaSetController {
@@ -37,8 +40,10 @@ impl ReplicaSetController {
         sets: Arc<Informer<ReplicaSet>>,
         pods: Arc<Informer<Pod>>,
         workers: usize,
+        events: events::Recorder,
     ) -> Result<(), Error> {
         let controller = Arc::new(ReplicaSetController {
+            events,
             client,
             sets: sets.clone(),
             pods: pods.clone(),
@@ -186,20 +191,27 @@ impl ReplicaSetController {
             let uids: Vec<String> = plan.delete.iter().map(|(_, uid)| uid.clone()).collect();
             self.expectations.expect(&uid, &[], &uids);
             for (name, pod_uid) in &plan.delete {
-                let params = DeleteParams {
-                    preconditions: Some(Preconditions {
-                        uid: Some(pod_uid.clone()),
-                        resource_version: None,
-                    }),
-                    ..DeleteParams::default()
-                };
-                match pods_api.delete(name, &params).await {
-                    Ok(_) => tracing::info!(pod = %name, "deleted"),
-                    Err(kube::Error::Api(status)) if matches!(status.code, 404 | 409) => {
-                        self.expectations.delete_failed(&uid, pod_uid);
+                match pods::delete_if_same(&pods_api, name, pod_uid).await {
+                    Ok(true) => {
+                        tracing::info!(pod = %name, "deleted");
+                        self.events.record(
+                            set.as_ref(),
+                            Kind::Normal,
+                            "SuccessfulDelete",
+                            "Delete",
+                            &format!("Deleted pod: {name}"),
+                        );
                     }
+                    Ok(false) => self.expectations.delete_failed(&uid, pod_uid),
                     Err(error) => {
                         self.expectations.delete_failed(&uid, pod_uid);
+                        self.events.record(
+                            set.as_ref(),
+                            Kind::Warning,
+                            "FailedDelete",
+                            "Delete",
+                            &format!("Error deleting: {error}"),
+                        );
                         failure = Some(("FailedDelete", error.to_string()));
                     }
                 }
@@ -262,9 +274,25 @@ impl ReplicaSetController {
             });
             for (pod_name, result) in futures::future::join_all(creates).await {
                 match result {
-                    Ok(_) => tracing::info!(pod = %pod_name, "created"),
+                    Ok(_) => {
+                        tracing::info!(pod = %pod_name, "created");
+                        self.events.record(
+                            set,
+                            Kind::Normal,
+                            "SuccessfulCreate",
+                            "Create",
+                            &format!("Created pod: {pod_name}"),
+                        );
+                    }
                     Err(error) => {
                         self.expectations.create_failed(&uid, pod_name);
+                        self.events.record(
+                            set,
+                            Kind::Warning,
+                            "FailedCreate",
+                            "Create",
+                            &format!("Error creating: {error}"),
+                        );
                         failure = Some(("FailedCreate", error.to_string()));
                     }
                 }

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::{ControllerRevision, StatefulSet};
 use k8s_openapi::api::core::v1::{Pod, PodTemplateSpec};
-use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, Preconditions};
+use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::json;
 
 use crate::deployment::rollout::template_hash;
@@ -36,6 +36,7 @@ pub struct StatefulSetController {
     revisions: Arc<Informer<ControllerRevision>>,
     expectations: Expectations,
     queue: Arc<WorkQueue<Key>>,
+    events: events::Recorder,
 }
 
 impl StatefulSetController {
@@ -44,9 +45,11 @@ impl StatefulSetController {
         client: kube::Client,
         pods: Arc<Informer<Pod>>,
         revisions: Arc<Informer<ControllerRevision>>,
+        events: events::Recorder,
     ) -> Result<(), Error> {
         let sets = Informer::<StatefulSet>::start(Api::all(client.clone()));
         let controller = Arc::new(StatefulSetController {
+            events,
             client,
             sets: sets.clone(),
             pods: pods.clone(),
@@ -164,20 +167,21 @@ impl StatefulSetController {
         for (name, pod_uid) in &plan.delete {
             self.expectations
                 .expect(&uid, &[], std::slice::from_ref(pod_uid));
-            let params = DeleteParams {
-                preconditions: Some(Preconditions {
-                    uid: Some(pod_uid.clone()),
-                    resource_version: None,
-                }),
-                ..DeleteParams::default()
-            };
-            match api.delete(name, &params).await {
-                Ok(_) => tracing::info!(pod = %name, "deleted"),
+            match pods::delete_if_same(&api, name, pod_uid).await {
+                Ok(true) => {
+                    tracing::info!(pod = %name, "deleted");
+                    self.events.record(
+                        set.as_ref(),
+                        events::Kind::Normal,
+                        "SuccessfulDelete",
+                        "Delete",
+                        &format!("delete Pod {name} in StatefulSet {} successful", key.name),
+                    );
+                }
+                Ok(false) => self.expectations.delete_failed(&uid, pod_uid),
                 Err(error) => {
                     self.expectations.delete_failed(&uid, pod_uid);
-                    if !matches!(&error, kube::Error::Api(s) if matches!(s.code, 404 | 409)) {
-                        failure = Some(error.to_string());
-                    }
+                    failure = Some(error.to_string());
                 }
             }
         }
@@ -247,6 +251,13 @@ impl StatefulSetController {
         match api.create(&PostParams::default(), &pod).await {
             Ok(_) => {
                 tracing::info!(pod = %name, "created");
+                self.events.record(
+                    set,
+                    events::Kind::Normal,
+                    "SuccessfulCreate",
+                    "Create",
+                    &format!("create Pod {name} in StatefulSet {set_name} successful"),
+                );
                 Ok(())
             }
             Err(error) => {

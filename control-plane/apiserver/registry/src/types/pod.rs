@@ -26,7 +26,6 @@ pub fn default_pod_spec(spec: &mut Object) {
     default(spec, "securityContext", json!({}));
     default(spec, "enableServiceLinks", json!(true));
     default(spec, "preemptionPolicy", json!("PreemptLowerPriority"));
-    default(spec, "priority", json!(0));
     if spec.get("serviceAccountName").is_none_or(Value::is_null) {
         let account = spec
             .get("serviceAccount")

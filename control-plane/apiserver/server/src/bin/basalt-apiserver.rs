@@ -137,6 +137,9 @@ async fn main() -> Result<()> {
         args.service_node_port_range.clone(),
     ));
     let registry = Registry::new(backend, catalog).with_service_allocator(allocator.clone());
+    system::priority_classes(&registry)
+        .await
+        .context("creating the system PriorityClasses")?;
     system::namespaces(&registry)
         .await
         .context("creating the system namespaces")?;
