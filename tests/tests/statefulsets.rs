@@ -106,6 +106,13 @@ fn statefulsets_create_in_order_scale_down_from_the_top_and_roll_by_partition() 
             "created in order, one by one: {history:?}"
         );
     }
+    // Each pod waits for its predecessor to be Ready (0.7 s here), so one and two pods were
+    // each seen on their own; created all at once, they would not be.
+    let sizes: Vec<usize> = history.iter().map(Vec::len).collect();
+    assert!(
+        sizes.contains(&1) && sizes.contains(&2),
+        "one at a time: {history:?}"
+    );
     let hostname = plane.ok(&[
         "get",
         "pod",

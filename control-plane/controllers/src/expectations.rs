@@ -6,8 +6,11 @@
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use parking_lot::Mutex;
 use tokio::time::Instant;
+
+use crate::workers::Key;
 
 /// How long an expectation holds if its event never comes (a lost watch event, say).
 const TIMEOUT: Duration = Duration::from_secs(300);
@@ -67,6 +70,29 @@ impl Expectations {
         if gone_or_going {
             pending.deletes.remove(uid);
         }
+    }
+
+    /// Notes a change to the object `meta` (deleted, or now `meta`) for its controller, if
+    /// that is a `kind` of `api_version`; returns the controller's key to look at again.
+    pub fn saw(
+        &self,
+        meta: &ObjectMeta,
+        deleted: bool,
+        kind: &str,
+        api_version: &str,
+    ) -> Option<Key> {
+        let owner = crate::pods::controller_of(meta)
+            .filter(|r| r.kind == kind && r.api_version == api_version)?;
+        self.observed(
+            &owner.uid,
+            meta.name.as_deref().unwrap_or_default(),
+            meta.uid.as_deref().unwrap_or_default(),
+            deleted || meta.deletion_timestamp.is_some(),
+        );
+        Some(Key::namespaced(
+            meta.namespace.as_deref().unwrap_or_default(),
+            &owner.name,
+        ))
     }
 
     /// Whether `owner` may act on its cache: nothing pending, or pending too long.

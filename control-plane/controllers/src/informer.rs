@@ -111,6 +111,14 @@ where
         &self.store
     }
 
+    /// The cached objects in `namespace` whose controller is the object `owner_uid`.
+    pub fn controlled_by(&self, namespace: &str, owner_uid: &str) -> Vec<Arc<K>> {
+        self.store.state_filter(|o| {
+            o.meta().namespace.as_deref() == Some(namespace)
+                && crate::pods::controller_of(o.meta()).is_some_and(|r| r.uid == owner_uid)
+        })
+    }
+
     /// Changes from now on.
     pub fn subscribe(&self) -> broadcast::Receiver<Change<K>> {
         self.changes.subscribe()

@@ -26,10 +26,7 @@ pub fn owned(
     namespace: &str,
     owner_uid: &str,
 ) -> Vec<Arc<ControllerRevision>> {
-    let mut list = revisions.store().state_filter(|r| {
-        r.metadata.namespace.as_deref() == Some(namespace)
-            && pods::controller_of(&r.metadata).is_some_and(|o| o.uid == owner_uid)
-    });
+    let mut list = revisions.controlled_by(namespace, owner_uid);
     list.sort_by_key(|r| r.revision);
     list
 }

@@ -206,10 +206,7 @@ impl CronJobController {
         };
         let namespace = key.namespace.clone().unwrap_or_default();
         let uid = cronjob.metadata.uid.clone().unwrap_or_default();
-        let owned: Vec<Arc<Job>> = self.jobs.store().state_filter(|j| {
-            j.metadata.namespace.as_deref() == Some(namespace.as_str())
-                && pods::controller_of(&j.metadata).is_some_and(|r| r.uid == uid)
-        });
+        let owned: Vec<Arc<Job>> = self.jobs.controlled_by(&namespace, &uid);
         let jobs_api: Api<Job> = Api::namespaced(self.client.clone(), &namespace);
         let background = DeleteParams {
             propagation_policy: Some(PropagationPolicy::Background),

@@ -14,7 +14,6 @@ use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::{ControllerRevision, DaemonSet};
 use k8s_openapi::api::core::v1::{Node, Pod};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::json;
 
@@ -36,12 +35,6 @@ pub struct DaemonSetController {
     expectations: Expectations,
     queue: Arc<WorkQueue<Key>>,
     events: events::Recorder,
-}
-
-fn owned_by<'a>(meta: &'a ObjectMeta, kind: &str) -> Option<&'a str> {
-    pods::controller_of(meta)
-        .filter(|r| r.kind == kind && r.api_version == "apps/v1")
-        .map(|r| r.name.as_str())
 }
 
 impl DaemonSetController {
@@ -87,19 +80,13 @@ impl DaemonSetController {
                     return;
                 }
             };
-            let Some(set) = owned_by(&pod.metadata, "DaemonSet") else {
-                return;
-            };
-            if let Some(owner) = pods::controller_of(&pod.metadata) {
-                on_pod.expectations.observed(
-                    &owner.uid,
-                    pod.metadata.name.as_deref().unwrap_or_default(),
-                    pod.metadata.uid.as_deref().unwrap_or_default(),
-                    deleted || pod.metadata.deletion_timestamp.is_some(),
-                );
+            if let Some(set) =
+                on_pod
+                    .expectations
+                    .saw(&pod.metadata, deleted, "DaemonSet", "apps/v1")
+            {
+                on_pod.queue.add(set);
             }
-            let namespace = pod.metadata.namespace.as_deref().unwrap_or_default();
-            on_pod.queue.add(Key::namespaced(namespace, set));
         }));
         sets.synced().await;
         nodes.synced().await;
@@ -135,10 +122,7 @@ impl DaemonSetController {
             .and_then(|s| s.collision_count)
             .unwrap_or(0);
         let hash = template_hash(&spec.template, collisions);
-        let owned: Vec<Arc<Pod>> = self.pods.store().state_filter(|p| {
-            p.metadata.namespace.as_deref() == Some(namespace.as_str())
-                && pods::controller_of(&p.metadata).is_some_and(|r| r.uid == uid)
-        });
+        let owned: Vec<Arc<Pod>> = self.pods.controlled_by(&namespace, &uid);
         let in_use: HashSet<String> = owned
             .iter()
             .filter_map(|p| revisions::hash_of(&p.metadata).map(str::to_owned))

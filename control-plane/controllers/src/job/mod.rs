@@ -73,17 +73,12 @@ impl JobController {
                     return;
                 }
             };
-            let Some(job) = job_of(&pod) else { return };
-            if let Some(owner) = pods::controller_of(&pod.metadata) {
-                on_pod.expectations.observed(
-                    &owner.uid,
-                    pod.metadata.name.as_deref().unwrap_or_default(),
-                    pod.metadata.uid.as_deref().unwrap_or_default(),
-                    deleted || pod.metadata.deletion_timestamp.is_some(),
-                );
+            if let Some(job) = on_pod
+                .expectations
+                .saw(&pod.metadata, deleted, "Job", "batch/v1")
+            {
+                on_pod.queue.add(job);
             }
-            let namespace = pod.metadata.namespace.as_deref().unwrap_or_default();
-            on_pod.queue.add(Key::namespaced(namespace, job));
         }));
         jobs.synced().await;
         pods.synced().await;
@@ -116,10 +111,7 @@ impl JobController {
             return Ok(None);
         };
         let uid = job.metadata.uid.clone().unwrap_or_default();
-        let owned: Vec<Arc<Pod>> = self.pods.store().state_filter(|p| {
-            p.metadata.namespace.as_deref() == Some(namespace.as_str())
-                && pods::controller_of(&p.metadata).is_some_and(|r| r.uid == uid)
-        });
+        let owned: Vec<Arc<Pod>> = self.pods.controlled_by(&namespace, &uid);
         let manage = self.expectations.satisfied(&uid);
         let plan = plan::plan(&job, &owned, manage, jiff::Timestamp::now());
 

@@ -100,17 +100,14 @@ impl ReplicaSetController {
             }
         };
         let namespace = pod.metadata.namespace.clone().unwrap_or_default();
-        if let Some(controller) = pods::controller_of(&pod.metadata) {
-            if controller.kind == "ReplicaSet" && controller.api_version == "apps/v1" {
-                self.expectations.observed(
-                    &controller.uid,
-                    pod.metadata.name.as_deref().unwrap_or_default(),
-                    pod.metadata.uid.as_deref().unwrap_or_default(),
-                    deleted || pod.metadata.deletion_timestamp.is_some(),
-                );
-                self.queue
-                    .add(Key::namespaced(&namespace, &controller.name));
-            }
+        if let Some(set) = self
+            .expectations
+            .saw(&pod.metadata, deleted, "ReplicaSet", "apps/v1")
+        {
+            self.queue.add(set);
+            return;
+        }
+        if pods::controller_of(&pod.metadata).is_some() {
             return;
         }
         if deleted {

@@ -78,19 +78,13 @@ impl StatefulSetController {
                     return;
                 }
             };
-            let Some(owner) = pods::controller_of(&pod.metadata)
-                .filter(|r| r.kind == "StatefulSet" && r.api_version == "apps/v1")
-            else {
-                return;
-            };
-            on_pod.expectations.observed(
-                &owner.uid,
-                pod.metadata.name.as_deref().unwrap_or_default(),
-                pod.metadata.uid.as_deref().unwrap_or_default(),
-                deleted || pod.metadata.deletion_timestamp.is_some(),
-            );
-            let namespace = pod.metadata.namespace.as_deref().unwrap_or_default();
-            on_pod.queue.add(Key::namespaced(namespace, &owner.name));
+            if let Some(set) =
+                on_pod
+                    .expectations
+                    .saw(&pod.metadata, deleted, "StatefulSet", "apps/v1")
+            {
+                on_pod.queue.add(set);
+            }
         }));
         sets.synced().await;
         pods.synced().await;
@@ -133,10 +127,7 @@ impl StatefulSetController {
             .and_then(|r| r.strip_prefix(&prefix))
             .unwrap_or(&update)
             .to_owned();
-        let owned: Vec<Arc<Pod>> = self.pods.store().state_filter(|p| {
-            p.metadata.namespace.as_deref() == Some(namespace.as_str())
-                && pods::controller_of(&p.metadata).is_some_and(|r| r.uid == uid)
-        });
+        let owned: Vec<Arc<Pod>> = self.pods.controlled_by(&namespace, &uid);
         let in_use: HashSet<String> = owned
             .iter()
             .filter_map(|p| revisions::hash_of(&p.metadata).map(str::to_owned))
