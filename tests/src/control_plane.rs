@@ -110,6 +110,7 @@ impl ControlPlane {
         let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().expect("ca key"))
             .expect("ca");
         let ca_path = write(&dir, "ca.pem", ca.pem());
+        write(&dir, "ca-key.pem", ca.key().serialize_pem());
 
         let mut server =
             CertificateParams::new(vec!["localhost".to_string()]).expect("server params");
@@ -281,6 +282,10 @@ impl ControlPlane {
             .arg(self.kubeconfig_for(CONTROLLER_MANAGER.context))
             .arg("--root-ca-file")
             .arg(self.ca_file())
+            .arg("--cluster-signing-cert-file")
+            .arg(self.ca_file())
+            .arg("--cluster-signing-key-file")
+            .arg(self.dir.join("ca-key.pem"))
             .args(extra_args);
         Component::spawn(command, self.dir.join(log_name))
     }

@@ -1,7 +1,8 @@
 //! The controller manager against the real API server, driven with the real kubectl:
 //! ReplicaSets keep their pods, the garbage collector carries out background, foreground
 //! and orphan deletion (custom owners included), namespaces empty themselves on delete,
-//! every namespace gets its defaults, and a standby manager takes over from a killed one.
+//! every namespace gets its defaults, a standby manager takes over from a killed one, and
+//! ResourceQuotas show what their namespace uses.
 
 use std::time::{Duration, Instant};
 
@@ -399,5 +400,117 @@ fn a_standby_manager_takes_over() {
         second.log().contains("became the leader"),
         "{}",
         second.log()
+    );
+}
+
+#[test]
+fn resource_quotas_show_what_their_namespace_uses() {
+    let plane = ControlPlane::start();
+    let manager = plane.start_controller_manager(
+        "controller-manager.log",
+        &["--controllers", "resourcequota,replicaset"],
+    );
+    plane.ok(&["create", "namespace", "team"]);
+    plane.apply(
+        "apiVersion: v1\nkind: ResourceQuota\nmetadata:\n  name: compute\n  namespace: team\nspec:\n  hard:\n    \
+         pods: \"10\"\n    requests.cpu: \"4\"\n    limits.memory: 1Gi\n    configmaps: \"5\"\n    count/replicasets.apps: \"2\"\n---\n\
+         apiVersion: v1\nkind: ResourceQuota\nmetadata:\n  name: best-effort\n  namespace: team\nspec:\n  hard: {pods: \"3\"}\n  scopes: [BestEffort]\n",
+    );
+    let used = |quota: &str, resource: &str| {
+        plane.ok(&[
+            "get",
+            "resourcequota",
+            quota,
+            "-n",
+            "team",
+            "-o",
+            &format!("jsonpath={{.status.used.{}}}", resource.replace('.', "\\.")),
+        ])
+    };
+    let wait_for = |what: &str, check: &dyn Fn() -> bool| {
+        wait::until(what, Duration::from_secs(30), check, || {
+            format!("--- controller manager ---\n{}", manager.log())
+        });
+    };
+    wait_for("an empty namespace uses nothing", &|| {
+        used("compute", "pods") == "0" && used("compute", "requests.cpu") == "0"
+    });
+    // Without the serviceaccount controller there is no kube-root-ca.crt either.
+    assert_eq!(used("compute", "configmaps"), "0");
+
+    // Pods with requests and limits, one best-effort, one finished.
+    let pod = |name: &str, resources: &str, phase_note: &str| {
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n  namespace: team\n  annotations: {{note: {phase_note}}}\nspec:\n  containers:\n  - name: c\n    image: busybox:1.36\n{resources}"
+        )
+    };
+    plane.apply(&pod(
+        "a",
+        "    resources: {requests: {cpu: 500m}, limits: {memory: 128Mi}}\n",
+        "running",
+    ));
+    plane.apply(&pod(
+        "b",
+        "    resources: {requests: {cpu: \"1\"}, limits: {memory: 256Mi}}\n",
+        "running",
+    ));
+    plane.apply(&pod("c", "", "best-effort"));
+    wait_for("three pods counted", &|| {
+        used("compute", "pods") == "3"
+            && used("compute", "requests.cpu") == "1500m"
+            && used("compute", "limits.memory") == "384Mi"
+            && used("best-effort", "pods") == "1"
+    });
+
+    // Objects are counted too, and a deletion gives back what it took.
+    plane.apply(&REPLICA_SET.replace("replicas: 3", "replicas: 0").replacen(
+        "name: web",
+        "name: web\n  namespace: team",
+        1,
+    ));
+    plane.ok(&[
+        "create",
+        "configmap",
+        "settings",
+        "-n",
+        "team",
+        "--from-literal=a=b",
+    ]);
+    wait_for("a ReplicaSet and a ConfigMap counted", &|| {
+        used("compute", "count/replicasets.apps") == "1" && used("compute", "configmaps") == "1"
+    });
+    plane.ok(&[
+        "delete",
+        "pod",
+        "b",
+        "-n",
+        "team",
+        "--grace-period=0",
+        "--force",
+    ]);
+    wait_for("the deleted pod gives its share back", &|| {
+        used("compute", "pods") == "2" && used("compute", "requests.cpu") == "500m"
+    });
+    let hard = plane.ok(&[
+        "get",
+        "resourcequota",
+        "compute",
+        "-n",
+        "team",
+        "-o",
+        "jsonpath={.status.hard.requests\\.cpu}",
+    ]);
+    assert_eq!(hard, "4");
+    let listed = plane.ok(&["get", "quota", "compute", "-n", "team"]);
+    assert!(
+        listed.contains("requests.cpu: 500m/4") && listed.contains("limits.memory: 128Mi/1Gi"),
+        "{listed}"
+    );
+    let described = plane.ok(&["describe", "resourcequota", "compute", "-n", "team"]);
+    assert!(
+        described
+            .lines()
+            .any(|l| l.split_whitespace().collect::<Vec<_>>() == ["requests.cpu", "500m", "4"]),
+        "{described}"
     );
 }

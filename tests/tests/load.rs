@@ -139,7 +139,13 @@ async fn lease_churn_leaves_memory_and_disk_flat_after_compaction() {
         workers.push(tokio::spawn(async move {
             let mut rng = rand::rngs::StdRng::from_os_rng();
             let mut ops = 0u64;
+            // Paced (about 500 writes a second in all, a busy cluster's event and heartbeat
+            // churn) so the soak can share the machine with the other end-to-end tests
+            // instead of running alone for ten minutes.
+            let mut pace = tokio::time::interval(Duration::from_millis(150));
+            pace.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             while Instant::now() < stop {
+                pace.tick().await;
                 // Objects with a lease (like Kubernetes events and node heartbeats): created,
                 // updated a few times, some deleted, some revoked, the rest left to expire.
                 let ttl = rng.random_range(1..4);

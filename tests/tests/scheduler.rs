@@ -1,6 +1,7 @@
 //! The scheduler against the real API server, with nodes registered as API objects: pods
 //! land where they fit, a pod that fits nowhere says why in the words kube-scheduler uses
-//! and is placed once a node that fits is added, and selectors and host ports are kept.
+//! and is placed once a node that fits is added, selectors and host ports are kept, pods of
+//! higher priority preempt, and inter-pod (anti-)affinity and topology spread hold.
 
 use std::time::Duration;
 
@@ -202,4 +203,151 @@ fn a_pod_of_higher_priority_preempts_lower_ones() {
             .success()
     });
     assert_eq!(node_of(&plane, "polite"), "", "the polite pod still waits");
+}
+
+fn zoned_node(name: &str, zone: &str) -> String {
+    node(name, "4", "").replace(
+        &format!("labels: {{kubernetes.io/hostname: {name}}}"),
+        &format!("labels: {{kubernetes.io/hostname: {name}, topology.kubernetes.io/zone: {zone}}}"),
+    )
+}
+
+fn app_pod(name: &str, app: &str, extra: &str) -> String {
+    pod(name, "100m", extra).replace(
+        &format!("  name: {name}\n"),
+        &format!("  name: {name}\n  labels: {{app: {app}}}\n"),
+    )
+}
+
+fn zone_of(plane: &ControlPlane, pod: &str) -> String {
+    let node = node_of(plane, pod);
+    plane.ok(&[
+        "get",
+        "node",
+        &node,
+        "-o",
+        "jsonpath={.metadata.labels.topology\\.kubernetes\\.io/zone}",
+    ])
+}
+
+#[test]
+fn pods_keep_apart_stay_together_and_spread_over_zones() {
+    let plane = ControlPlane::start();
+    let scheduler = plane.start_scheduler("scheduler.log", &[]);
+    let log = || scheduler.log();
+    plane.apply(
+        &[
+            zoned_node("a1", "a"),
+            zoned_node("a2", "a"),
+            zoned_node("b1", "b"),
+        ]
+        .join("---\n"),
+    );
+
+    // Required anti-affinity on the hostname: one replica per node, the fourth waits.
+    let apart = "  affinity:\n    podAntiAffinity:\n      requiredDuringSchedulingIgnoredDuringExecution:\n      \
+                 - labelSelector: {matchLabels: {app: web}}\n        topologyKey: kubernetes.io/hostname\n";
+    for i in 1..=4 {
+        plane.apply(&app_pod(&format!("web-{i}"), "web", apart));
+    }
+    wait_for("three web pods placed", &log, || {
+        (1..=4)
+            .filter(|i| !node_of(&plane, &format!("web-{i}")).is_empty())
+            .count()
+            == 3
+    });
+    let mut hosts: Vec<String> = (1..=4)
+        .map(|i| node_of(&plane, &format!("web-{i}")))
+        .filter(|n| !n.is_empty())
+        .collect();
+    hosts.sort();
+    assert_eq!(hosts, ["a1", "a2", "b1"], "one web pod per node");
+    let waiting = (1..=4)
+        .map(|i| format!("web-{i}"))
+        .find(|p| node_of(&plane, p).is_empty())
+        .unwrap_or_default();
+    wait_for("the fourth says why it waits", &log, || {
+        events(&plane, &waiting, "FailedScheduling")
+            .iter()
+            .any(|m| {
+                m == "0/3 nodes are available: 3 node(s) didn't match pod anti-affinity rules. \
+                  preemption: 0/3 nodes are available: 3 Preemption is not helpful for scheduling."
+            })
+    });
+
+    // Required affinity to a pod that does not exist yet: the follower waits, then joins the
+    // zone of the pod it follows as soon as that pod is placed.
+    let follow = "  affinity:\n    podAffinity:\n      requiredDuringSchedulingIgnoredDuringExecution:\n      \
+                  - labelSelector: {matchLabels: {app: cache}}\n        topologyKey: topology.kubernetes.io/zone\n";
+    plane.apply(&app_pod("follower", "follower", follow));
+    wait_for("the follower waits for its cache", &log, || {
+        events(&plane, "follower", "FailedScheduling")
+            .iter()
+            .any(|m| {
+                m.starts_with("0/3 nodes are available: 3 node(s) didn't match pod affinity rules.")
+            })
+    });
+    plane.apply(&app_pod(
+        "cache",
+        "cache",
+        "  nodeSelector: {kubernetes.io/hostname: b1}\n",
+    ));
+    wait_for("the follower joins zone b", &log, || {
+        node_of(&plane, "follower") == "b1"
+    });
+
+    // DoNotSchedule spread over zones: two pods land in different zones.
+    let spread = "  topologySpreadConstraints:\n  - maxSkew: 1\n    topologyKey: topology.kubernetes.io/zone\n    \
+                  whenUnsatisfiable: DoNotSchedule\n    labelSelector: {matchLabels: {app: spread}}\n";
+    plane.apply(&app_pod("spread-1", "spread", spread));
+    wait_for("spread-1 placed", &log, || {
+        !node_of(&plane, "spread-1").is_empty()
+    });
+    plane.apply(&app_pod("spread-2", "spread", spread));
+    wait_for("spread-2 placed", &log, || {
+        !node_of(&plane, "spread-2").is_empty()
+    });
+    assert_ne!(zone_of(&plane, "spread-1"), zone_of(&plane, "spread-2"));
+
+    // minDomains: kept to zone a, which is one domain of the two asked for, so a second pod
+    // would skew too far.
+    let few = "  nodeSelector: {topology.kubernetes.io/zone: a}\n  topologySpreadConstraints:\n  - maxSkew: 1\n    \
+               topologyKey: topology.kubernetes.io/zone\n    whenUnsatisfiable: DoNotSchedule\n    minDomains: 2\n    \
+               labelSelector: {matchLabels: {app: few}}\n";
+    plane.apply(&app_pod("few-1", "few", few));
+    wait_for("few-1 placed", &log, || {
+        !node_of(&plane, "few-1").is_empty()
+    });
+    plane.apply(&app_pod("few-2", "few", few));
+    wait_for("few-2 refused for the skew", &log, || {
+        events(&plane, "few-2", "FailedScheduling").iter().any(|m| {
+            m.starts_with(
+                "0/3 nodes are available: 1 node(s) didn't match Pod's node affinity/selector, \
+                 2 node(s) didn't match pod topology spread constraints.",
+            )
+        })
+    });
+
+    // Bad constraints are refused by the API server, naming the field.
+    let bad = plane.kubectl_stdin(
+        &["apply", "-f", "-"],
+        &app_pod(
+            "bad",
+            "bad",
+            "  topologySpreadConstraints:\n  - {maxSkew: 0, topologyKey: zone, whenUnsatisfiable: Sometimes}\n",
+        ),
+    );
+    let stderr = String::from_utf8_lossy(&bad.stderr);
+    assert!(!bad.status.success());
+    assert!(
+        stderr.contains("spec.topologySpreadConstraints[0].maxSkew: Invalid value: 0: must be greater than zero")
+            || stderr.contains("spec.topologySpreadConstraints[0].maxSkew: Invalid value: \"0\": must be greater than zero"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(
+            "spec.topologySpreadConstraints[0].whenUnsatisfiable: Unsupported value: \"Sometimes\""
+        ),
+        "{stderr}"
+    );
 }

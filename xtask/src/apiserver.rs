@@ -85,6 +85,10 @@ fn up(args: &[String]) -> Result<()> {
         .arg(pki.join("controller-manager.kubeconfig"))
         .arg("--root-ca-file")
         .arg(pki.join("ca.pem"))
+        .arg("--cluster-signing-cert-file")
+        .arg(pki.join("ca.pem"))
+        .arg("--cluster-signing-key-file")
+        .arg(pki.join("ca-key.pem"))
         .stderr(std::fs::File::create(dir.join("controller-manager.log"))?)
         .spawn()
         .context("starting basalt-controller-manager")?;

@@ -78,8 +78,20 @@ fn rustup_components() -> Result<()> {
     )
 }
 
+/// The oldest nextest `.config/nextest.toml` works with (test priorities).
+const NEXTEST_MINIMUM: (u64, u64, u64) = (0, 9, 91);
+
 fn cargo_nextest() -> Result<()> {
-    if cmd::succeeds("cargo", &["nextest", "--version"]) {
+    // `cargo-nextest 0.9.143 (…)` → (0, 9, 143)
+    let version = cmd::output("cargo", &["nextest", "--version"])
+        .ok()
+        .and_then(|out| {
+            let number = out.split_whitespace().nth(1)?.to_owned();
+            let mut parts = number.split('.').map(|p| p.parse::<u64>().ok());
+            Some((parts.next()??, parts.next()??, parts.next()??))
+        });
+    if version.is_some_and(|v| v >= NEXTEST_MINIMUM) {
+        eprintln!("setup: cargo-nextest present");
         return Ok(());
     }
     cmd::run("cargo", &["install", "cargo-nextest", "--locked"])

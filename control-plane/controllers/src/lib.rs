@@ -7,6 +7,7 @@
 //!
 //! Leadership (one active manager per cluster) is the binary's business, not this library's.
 
+pub mod certificates;
 pub mod cronjob;
 pub mod daemonset;
 pub mod deployment;
@@ -18,9 +19,11 @@ pub mod job;
 pub mod namespace;
 pub mod node_ipam;
 pub mod node_lifecycle;
+pub mod pod_gc;
 pub mod pods;
 pub mod queue;
 pub mod replicaset;
+pub mod resource_quota;
 pub mod resources;
 pub mod revisions;
 pub mod serviceaccounts;
@@ -33,7 +36,8 @@ use std::sync::Arc;
 
 use k8s_openapi::api::apps::v1::{ControllerRevision, Deployment, ReplicaSet};
 use k8s_openapi::api::batch::v1::{CronJob, Job};
-use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
+use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod, ResourceQuota};
 use kube::api::Api;
 
 use crate::informer::Informer;
@@ -93,6 +97,10 @@ pub const CONTROLLERS: &[&str] = &[
     "daemonset",
     "statefulset",
     "nodeipam",
+    "csrapproving",
+    "csrsigning",
+    "resourcequota",
+    "podgc",
 ];
 
 /// What the controllers need besides a client.
@@ -107,6 +115,11 @@ pub struct Options {
     /// The cluster CIDR and the prefix length of each node's block, when node IPAM
     /// allocates pod CIDRs (`--allocate-node-cidrs`).
     pub node_cidrs: Option<(ipnet::Ipv4Net, u8)>,
+    /// The cluster CA the CSR signer issues certificates with; without it nothing is
+    /// signed (`--cluster-signing-cert-file`/`--cluster-signing-key-file`).
+    pub signer: Option<Arc<certificates::sign::Signer>>,
+    /// How many finished pods to keep before the oldest are deleted (0 keeps all).
+    pub terminated_pod_gc_threshold: usize,
 }
 
 impl Options {
@@ -173,6 +186,14 @@ pub async fn run(client: kube::Client, options: Options) -> Result<(), Error> {
         let allocator = node_ipam::Allocator::new(cluster, prefix).map_err(Error::Invalid)?;
         tasks.spawn(node_ipam::run(client.clone(), nodes.clone(), allocator));
     }
+    if options.enabled("podgc") {
+        tasks.spawn(pod_gc::run(
+            client.clone(),
+            pods.clone(),
+            nodes.clone(),
+            options.terminated_pod_gc_threshold,
+        ));
+    }
     if options.enabled("nodelifecycle") {
         tasks.spawn(node_lifecycle::NodeLifecycleController::run(
             client.clone(),
@@ -189,6 +210,32 @@ pub async fn run(client: kube::Client, options: Options) -> Result<(), Error> {
             pods.clone(),
             events.as_component("taint-eviction-controller"),
         ));
+    }
+    if options.enabled("resourcequota") {
+        let quotas = Informer::<ResourceQuota>::start(Api::all(client.clone()));
+        tasks.spawn(resource_quota::run(
+            client.clone(),
+            quotas,
+            pods.clone(),
+            resources.clone(),
+        ));
+    }
+    let signing = options
+        .signer
+        .clone()
+        .filter(|_| options.enabled("csrsigning"));
+    if options.enabled("csrapproving") || signing.is_some() {
+        let requests = Informer::<CertificateSigningRequest>::start(Api::all(client.clone()));
+        if options.enabled("csrapproving") {
+            tasks.spawn(certificates::run_approver(
+                client.clone(),
+                requests.clone(),
+                nodes.clone(),
+            ));
+        }
+        if let Some(signer) = signing {
+            tasks.spawn(certificates::run_signer(client.clone(), requests, signer));
+        }
     }
     let revisions = Informer::<ControllerRevision>::start(Api::all(client.clone()));
     if options.enabled("daemonset") {

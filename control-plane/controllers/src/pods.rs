@@ -193,6 +193,43 @@ pub fn removal_order(a: &Pod, b: &Pod) -> Ordering {
         .then_with(|| a.metadata.name.cmp(&b.metadata.name))
 }
 
+/// Settles the outcome of creating pod `name` for `owner` (uid `owner_uid`), as every
+/// workload controller reports it: `SuccessfulCreate`, or `FailedCreate` with the
+/// expectation withdrawn and the error returned.
+pub fn settle_create<K: Resource<DynamicType = ()>>(
+    events: &events::Recorder,
+    expectations: &crate::expectations::Expectations,
+    owner: &K,
+    owner_uid: &str,
+    name: &str,
+    result: Result<Pod, kube::Error>,
+) -> Option<String> {
+    match result {
+        Ok(_) => {
+            tracing::info!(pod = %name, "created");
+            events.record(
+                owner,
+                events::Kind::Normal,
+                "SuccessfulCreate",
+                "Create",
+                &format!("Created pod: {name}"),
+            );
+            None
+        }
+        Err(error) => {
+            expectations.create_failed(owner_uid, name);
+            events.record(
+                owner,
+                events::Kind::Warning,
+                "FailedCreate",
+                "Create",
+                &format!("Error creating: {error}"),
+            );
+            Some(error.to_string())
+        }
+    }
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;

@@ -3,7 +3,9 @@
 //! with them, the DaemonSet controller decides where a daemon belongs with them, and the
 //! taint-eviction controller times evictions with them, so all three agree.
 //!
-//! Scoring, resources and ports are the scheduler's own business, not this crate's.
+//! What pods ask for ([`resources`]) is counted here too, so the scheduler's fit and the
+//! quota controller's usage agree. Scoring and ports are the scheduler's own business.
 
 pub mod affinity;
+pub mod resources;
 pub mod taints;

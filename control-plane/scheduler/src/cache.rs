@@ -1,13 +1,17 @@
-//! The scheduler's view of the cluster: each node with what its pods request and the host
-//! ports they hold. Pods the scheduler has just placed are *assumed* on their node before the
-//! binding is seen, so the next decision counts them; a failed binding forgets them.
+//! The scheduler's view of the cluster: each node with what its pods request, the host
+//! ports they hold and the images it has; each placed pod with its labels and inter-pod
+//! terms; namespaces' labels; and the nodes pending pods were nominated for by preemption.
+//! Pods the scheduler has just placed are *assumed* on their node before the binding is
+//! seen, so the next decision counts them; a failed binding forgets them.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{Node, Pod};
 
+use crate::images;
 use crate::resources::{Resources, pod_nonzero_requests, pod_requests};
+use crate::terms::{Labels, NamespaceLabels, PodTerms};
 
 /// A host port a pod holds: protocol, host IP (`0.0.0.0` for all) and port.
 pub type HostPort = (String, String, i32);
@@ -75,6 +79,8 @@ pub struct NodeInfo {
     /// Its taints, the not-ready one implied when it is not Ready (worked out once per
     /// change of the node, not per decision).
     pub taints: Vec<k8s_openapi::api::core::v1::Taint>,
+    /// The images it holds, by normalized name, with their sizes in bytes.
+    pub images: Arc<HashMap<String, i64>>,
 }
 
 impl NodeInfo {
@@ -86,6 +92,7 @@ impl NodeInfo {
         );
         NodeInfo {
             taints: crate::plugins::taints(&node),
+            images: Arc::new(images::on_node(&node)),
             node,
             allocatable,
             requested: Resources::default(),
@@ -119,6 +126,16 @@ impl NodeInfo {
     pub fn name(&self) -> &str {
         self.node.metadata.name.as_deref().unwrap_or_default()
     }
+
+    /// The value of the node's label `key`.
+    pub fn label(&self, key: &str) -> Option<&str> {
+        self.node
+            .metadata
+            .labels
+            .as_ref()?
+            .get(key)
+            .map(String::as_str)
+    }
 }
 
 /// A pod counted on a node.
@@ -130,6 +147,10 @@ pub struct Placed {
     assumed: bool,
     /// Who it is, should it have to make room for a pod of higher priority.
     pub who: Placement,
+    /// Its labels, for other pods' affinity terms and spread constraints.
+    pub labels: Labels,
+    /// Its own inter-pod terms, which later pods must respect too.
+    pub terms: Option<Arc<PodTerms>>,
 }
 
 /// What preemption needs to know of a placed pod.
@@ -160,6 +181,18 @@ impl Placement {
     }
 }
 
+/// A pending pod that preemption made room for on a node: the room stays reserved for it
+/// against pods of no higher priority until it is bound or gone.
+#[derive(Clone, Debug)]
+pub struct Nominee {
+    /// Its uid.
+    pub uid: String,
+    /// What it will take.
+    pub usage: Usage,
+    /// Its priority.
+    pub priority: i32,
+}
+
 /// Nodes and the pods placed on them.
 #[derive(Default)]
 pub struct Cache {
@@ -167,6 +200,14 @@ pub struct Cache {
     nodes: Vec<NodeInfo>,
     index: HashMap<String, usize>,
     pods: HashMap<String, Placed>,
+    /// Placed pods that carry inter-pod terms (few, usually).
+    with_terms: HashSet<String>,
+    /// How many nodes hold each image.
+    image_nodes: HashMap<String, usize>,
+    namespaces: NamespaceLabels,
+    /// Nominees by node, and the node of each nominee by uid.
+    nominees: HashMap<String, Vec<Nominee>>,
+    nominated: HashMap<String, String>,
 }
 
 impl Cache {
@@ -180,12 +221,30 @@ impl Cache {
         self.nodes.get_mut(i)
     }
 
+    fn count_images(&mut self, images: &HashMap<String, i64>, added: bool) {
+        for image in images.keys() {
+            let count = self.image_nodes.entry(image.clone()).or_default();
+            if added {
+                *count += 1;
+            } else {
+                *count = count.saturating_sub(1);
+                if *count == 0 {
+                    self.image_nodes.remove(image);
+                }
+            }
+        }
+    }
+
     /// A node was added or changed.
     pub fn set_node(&mut self, node: Arc<Node>) {
         let name = node.metadata.name.clone().unwrap_or_default();
         let mut info = NodeInfo::new(node);
+        let images = info.images.clone();
+        self.count_images(&images, true);
         match self.index.get(&name).copied() {
             Some(i) => {
+                let old_images = self.nodes[i].images.clone();
+                self.count_images(&old_images, false);
                 let old = &self.nodes[i];
                 info.requested = old.requested.clone();
                 info.nonzero = old.nonzero;
@@ -208,17 +267,19 @@ impl Cache {
         let Some(i) = self.index.remove(name) else {
             return;
         };
-        self.nodes.swap_remove(i);
+        let removed = self.nodes.swap_remove(i);
+        self.count_images(&removed.images, false);
         if let Some(moved) = self.nodes.get(i) {
             self.index.insert(moved.name().to_owned(), i);
         }
     }
 
     /// A pod bound to a node was seen (added, changed, or confirming an assumption).
-    /// Finished pods free what they held.
-    pub fn set_pod(&mut self, pod: &Pod) {
+    /// Finished pods free what they held. Says whether other pods' inter-pod rules may see
+    /// it differently now (it is newly placed, or relabelled).
+    pub fn set_pod(&mut self, pod: &Pod) -> bool {
         let Some(uid) = pod.metadata.uid.clone() else {
-            return;
+            return false;
         };
         let node = pod
             .spec
@@ -231,22 +292,35 @@ impl Cache {
         );
         if node.is_empty() || finished {
             self.remove_pod(&uid);
-            return;
+            return false;
         }
+        self.unnominate(&uid);
         if let Some(placed) = self.pods.get_mut(&uid)
             && placed.node == node
         {
             placed.assumed = false;
             placed.who = Placement::of(pod);
-            return;
+            // Labels may change on a running pod (its spec, and so its terms, may not).
+            let labels = pod.metadata.labels.as_ref();
+            let relabelled = labels.map_or(!placed.labels.is_empty(), |l| *l != placed.labels);
+            if relabelled {
+                placed.labels = labels.cloned().unwrap_or_default();
+            }
+            return relabelled;
         }
         self.remove_pod(&uid);
-        self.place(uid, node, Usage::of(pod), false, Placement::of(pod));
+        self.place(uid, node, pod, false);
+        true
     }
 
-    fn place(&mut self, uid: String, node: String, usage: Usage, assumed: bool, who: Placement) {
+    fn place(&mut self, uid: String, node: String, pod: &Pod, assumed: bool) {
+        let usage = Usage::of(pod);
         if let Some(info) = self.node_mut(&node) {
             info.add(&usage);
+        }
+        let terms = PodTerms::of(pod).map(Arc::new);
+        if terms.is_some() {
+            self.with_terms.insert(uid.clone());
         }
         self.pods.insert(
             uid,
@@ -254,18 +328,111 @@ impl Cache {
                 node,
                 usage,
                 assumed,
-                who,
+                who: Placement::of(pod),
+                labels: pod.metadata.labels.clone().unwrap_or_default(),
+                terms,
             },
         );
     }
 
     /// A pod was deleted (or is no longer bound).
     pub fn remove_pod(&mut self, uid: &str) {
+        self.unnominate(uid);
+        self.with_terms.remove(uid);
         if let Some(placed) = self.pods.remove(uid)
             && let Some(info) = self.node_mut(&placed.node)
         {
             info.remove(&placed.usage);
         }
+    }
+
+    /// A pending pod was seen: keeps room on the node preemption nominated for it, if any.
+    pub fn nominate(&mut self, pod: &Pod) {
+        let Some(uid) = pod.metadata.uid.clone() else {
+            return;
+        };
+        let node = pod
+            .status
+            .as_ref()
+            .and_then(|s| s.nominated_node_name.clone())
+            .filter(|n| !n.is_empty());
+        if self.nominated.get(&uid) == node.as_ref() {
+            return;
+        }
+        self.unnominate(&uid);
+        if let Some(node) = node {
+            let nominee = Nominee {
+                uid: uid.clone(),
+                usage: Usage::of(pod),
+                priority: pod.spec.as_ref().and_then(|s| s.priority).unwrap_or(0),
+            };
+            self.nominees.entry(node.clone()).or_default().push(nominee);
+            self.nominated.insert(uid, node);
+        }
+    }
+
+    /// Drops the pod's nomination (it was bound, or is gone).
+    pub fn unnominate(&mut self, uid: &str) {
+        let Some(node) = self.nominated.remove(uid) else {
+            return;
+        };
+        if let Some(list) = self.nominees.get_mut(&node) {
+            list.retain(|n| n.uid != uid);
+            if list.is_empty() {
+                self.nominees.remove(&node);
+            }
+        }
+    }
+
+    /// `node` with the room reserved for nominees of at least `priority` (other than `uid`)
+    /// taken, or `None` when nothing is reserved there.
+    pub fn with_nominees(&self, node: &NodeInfo, uid: &str, priority: i32) -> Option<NodeInfo> {
+        let nominees = self.nominees.get(node.name())?;
+        let mut reserved = nominees
+            .iter()
+            .filter(|n| n.uid != uid && n.priority >= priority)
+            .peekable();
+        reserved.peek()?;
+        let mut trial = node.clone();
+        for nominee in reserved {
+            trial.add(&nominee.usage);
+        }
+        Some(trial)
+    }
+
+    /// A namespace was added or changed.
+    pub fn set_namespace(&mut self, name: String, labels: Labels) {
+        self.namespaces.insert(name, labels);
+    }
+
+    /// A namespace was deleted.
+    pub fn remove_namespace(&mut self, name: &str) {
+        self.namespaces.remove(name);
+    }
+
+    /// Each namespace's labels.
+    pub fn namespaces(&self) -> &NamespaceLabels {
+        &self.namespaces
+    }
+
+    /// Every placed pod, by uid.
+    pub fn pods(&self) -> impl Iterator<Item = (&String, &Placed)> {
+        self.pods.iter()
+    }
+
+    /// The placed pods that carry inter-pod terms.
+    pub fn pods_with_terms(&self) -> impl Iterator<Item = &Placed> {
+        self.with_terms.iter().filter_map(|uid| self.pods.get(uid))
+    }
+
+    /// How many nodes hold `image` (normalized).
+    pub fn nodes_with_image(&self, image: &str) -> usize {
+        self.image_nodes.get(image).copied().unwrap_or(0)
+    }
+
+    /// Whether any node reports images at all.
+    pub fn knows_images(&self) -> bool {
+        !self.image_nodes.is_empty()
     }
 
     /// Counts `pod` on `node` before its binding is seen.
@@ -274,13 +441,7 @@ impl Cache {
             return;
         };
         self.remove_pod(&uid);
-        self.place(
-            uid,
-            node.to_owned(),
-            Usage::of(pod),
-            true,
-            Placement::of(pod),
-        );
+        self.place(uid, node.to_owned(), pod, true);
     }
 
     /// Undoes [`Cache::assume`] after a failed binding.

@@ -5,22 +5,27 @@
 //! gets a `FailedScheduling` event and a `PodScheduled=False` condition saying why, and waits
 //! for the cluster to change.
 //!
-//! Leadership (one active scheduler per cluster) is the binary's business. Preemption,
-//! inter-pod affinity and topology spreading are not here yet.
+//! A pod that fits nowhere may preempt pods of lower priority ([`preemption`]); the node it
+//! is nominated for keeps room for it. Leadership (one active scheduler per cluster) is the
+//! binary's business.
 
 pub mod cache;
+pub mod images;
+pub mod interpod;
 pub mod plugins;
 pub mod preemption;
 pub mod queue;
-pub mod resources;
+pub use placement::resources;
 pub mod schedule;
+pub mod spread;
+pub mod terms;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{Binding, Node, ObjectReference, Pod};
+use k8s_openapi::api::core::v1::{Binding, Namespace, Node, ObjectReference, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::runtime::WatchStreamExt;
@@ -71,10 +76,13 @@ pub async fn run(client: kube::Client, scheduler_name: &str) -> Result<(), Error
     });
     let (nodes_listed, mut nodes_ready) = tokio::sync::watch::channel(false);
     let (pods_listed, mut pods_ready) = tokio::sync::watch::channel(false);
+    let (namespaces_listed, mut namespaces_ready) = tokio::sync::watch::channel(false);
     tokio::spawn(scheduler.clone().watch_nodes(nodes_listed));
     tokio::spawn(scheduler.clone().watch_pods(pods_listed));
+    tokio::spawn(scheduler.clone().watch_namespaces(namespaces_listed));
     let _ = nodes_ready.wait_for(|listed| *listed).await;
     let _ = pods_ready.wait_for(|listed| *listed).await;
+    let _ = namespaces_ready.wait_for(|listed| *listed).await;
     let flusher = scheduler.clone();
     tokio::spawn(async move {
         loop {
@@ -94,6 +102,7 @@ pub async fn run(client: kube::Client, scheduler_name: &str) -> Result<(), Error
         match decision {
             Ok(node) => {
                 scheduler.cache.lock().assume(&pod, &node);
+                scheduler.queue.pods_changed();
                 let permit = scheduler.bindings.clone().acquire_owned().await;
                 let binder = scheduler.clone();
                 tokio::spawn(async move {
@@ -103,7 +112,16 @@ pub async fn run(client: kube::Client, scheduler_name: &str) -> Result<(), Error
             }
             Err(fit) => {
                 let uid = pod.metadata.uid.clone().unwrap_or_default();
-                scheduler.queue.unschedulable(&uid);
+                let waits_for_pods = fit.reasons.keys().any(|r| {
+                    [
+                        interpod::AFFINITY,
+                        interpod::ANTI_AFFINITY,
+                        interpod::EXISTING_ANTI_AFFINITY,
+                        spread::SKEW,
+                    ]
+                    .contains(&r.as_str())
+                });
+                scheduler.queue.unschedulable(&uid, waits_for_pods);
                 let preemption = preemption::may_preempt(&pod)
                     .then(|| preemption::find(&pod, &scheduler.cache.lock()));
                 let reporter = scheduler.clone();
@@ -148,6 +166,24 @@ impl Scheduler {
         .await;
     }
 
+    /// Namespaces' labels, for inter-pod terms that pick namespaces by selector.
+    async fn watch_namespaces(self: Arc<Self>, listed: tokio::sync::watch::Sender<bool>) {
+        let name = |ns: &Namespace| ns.metadata.name.clone().unwrap_or_default();
+        follow(
+            Api::all(self.client.clone()),
+            listed,
+            name,
+            |ns| {
+                let key = name(&ns);
+                let labels = ns.metadata.labels.unwrap_or_default();
+                self.cache.lock().set_namespace(key, labels);
+                self.queue.cluster_changed();
+            },
+            |name| self.cache.lock().remove_namespace(name),
+        )
+        .await;
+    }
+
     async fn watch_pods(self: Arc<Self>, listed: tokio::sync::watch::Sender<bool>) {
         let uid = |pod: &Pod| pod.metadata.uid.clone().unwrap_or_default();
         follow(
@@ -173,9 +209,11 @@ impl Scheduler {
                 pod.status.as_ref().and_then(|s| s.phase.as_deref()),
                 Some("Succeeded" | "Failed")
             );
-            self.cache.lock().set_pod(&pod);
+            let placed = self.cache.lock().set_pod(&pod);
             if finished {
                 self.queue.cluster_changed();
+            } else if placed {
+                self.queue.pods_changed();
             }
             return;
         }
@@ -185,8 +223,10 @@ impl Scheduler {
         );
         if pod.metadata.deletion_timestamp.is_some() || finished || !self.ours(&pod) {
             self.queue.remove(&uid);
+            self.cache.lock().unnominate(&uid);
             return;
         }
+        self.cache.lock().nominate(&pod);
         self.queue.add_or_update(Arc::new(pod));
     }
 

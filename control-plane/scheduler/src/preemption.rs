@@ -3,13 +3,18 @@
 //! does — all lower-priority pods are set aside, the pod must then fit, and victims are
 //! reprieved from the most important down while it still fits. Or say why no node would do,
 //! for the `preemption: …` tail of the FailedScheduling message.
+//!
+//! Only failures of the node's own filters (resources, pod count, host ports) count as
+//! fixable; a node that topology spread or inter-pod (anti-)affinity rules out is not
+//! considered, though evicting the pods that repel could sometimes help.
 
 use std::collections::{BTreeMap, HashMap};
 
 use k8s_openapi::api::core::v1::Pod;
 
-use crate::cache::{Cache, Placement, Usage};
+use crate::cache::{Cache, Placement};
 use crate::plugins;
+use crate::schedule::Prepared;
 
 /// A pod to evict.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -46,7 +51,8 @@ pub fn may_preempt(pod: &Pod) -> bool {
 /// The best node to preempt on for `pod`, or the message tail saying why there is none.
 pub fn find(pod: &Pod, cache: &Cache) -> Result<Candidate, String> {
     let priority = pod.spec.as_ref().and_then(|s| s.priority).unwrap_or(0);
-    let usage = Usage::of(pod);
+    let prepared = Prepared::new(pod, cache);
+    let usage = &prepared.usage;
     let mut lower: HashMap<&str, Vec<(&String, &crate::cache::Placed)>> = HashMap::new();
     for node in cache.nodes() {
         lower.insert(node.name(), Vec::new());
@@ -63,10 +69,11 @@ pub fn find(pod: &Pod, cache: &Cache) -> Result<Candidate, String> {
     let mut reasons: BTreeMap<&str, usize> = BTreeMap::new();
     let mut candidates = Vec::new();
     for node in cache.nodes() {
-        let fixable = match plugins::filter(pod, &usage, node) {
-            Ok(()) => true,
-            Err(why) => why.iter().all(|r| resolvable(r)),
-        };
+        let fixable = prepared.beyond_node(node).is_ok()
+            && match plugins::filter(pod, usage, node) {
+                Ok(()) => true,
+                Err(why) => why.iter().all(|r| resolvable(r)),
+            };
         if !fixable {
             *reasons
                 .entry("Preemption is not helpful for scheduling")
@@ -80,7 +87,7 @@ pub fn find(pod: &Pod, cache: &Cache) -> Result<Candidate, String> {
         for (_, placed) in &victims {
             trial.remove(&placed.usage);
         }
-        if victims.is_empty() || plugins::filter(pod, &usage, &trial).is_err() {
+        if victims.is_empty() || plugins::filter(pod, usage, &trial).is_err() {
             *reasons
                 .entry("No preemption victims found for incoming pod")
                 .or_default() += 1;
@@ -96,7 +103,7 @@ pub fn find(pod: &Pod, cache: &Cache) -> Result<Candidate, String> {
         let mut chosen = Vec::new();
         for (uid, placed) in victims {
             trial.add(&placed.usage);
-            if plugins::filter(pod, &usage, &trial).is_err() {
+            if plugins::filter(pod, usage, &trial).is_err() {
                 trial.remove(&placed.usage);
                 chosen.push(Victim {
                     uid: uid.clone(),

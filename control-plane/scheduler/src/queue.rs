@@ -2,9 +2,11 @@
 //! failed, and a pool of unschedulable pods that wait for the cluster to change (a node
 //! added or changed, a pod removed) instead of being retried in a hot loop. A pod that
 //! failed while such a change happened goes to the backoff at once, so no change is missed.
+//! Pods that failed on other pods' placement (inter-pod affinity, topology spread) also wake
+//! when a pod is placed or relabelled, which wakes no one else.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::{BinaryHeap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,7 +25,10 @@ enum Place {
     Active,
     Backoff(Instant),
     Unschedulable(Instant),
-    InFlight { moves_seen: u64 },
+    InFlight {
+        moves_seen: u64,
+        pod_moves_seen: u64,
+    },
 }
 
 struct Entry {
@@ -40,6 +45,10 @@ struct State {
     active: BinaryHeap<(i32, Reverse<u64>, String)>,
     next_order: u64,
     moves: u64,
+    /// Pods placed or relabelled so far.
+    pod_moves: u64,
+    /// Unschedulable pods that a pod's placement may help.
+    waiting_for_pods: HashSet<String>,
 }
 
 /// The queue, shared by the event handlers and the scheduling loop.
@@ -104,7 +113,9 @@ impl SchedulingQueue {
 
     /// The pod was bound or deleted: it leaves the queue.
     pub fn remove(&self, uid: &str) {
-        self.state.lock().entries.remove(uid);
+        let mut state = self.state.lock();
+        state.entries.remove(uid);
+        state.waiting_for_pods.remove(uid);
     }
 
     /// Waits for the next pod to schedule, with how many attempts it had before.
@@ -113,12 +124,15 @@ impl SchedulingQueue {
             let notified = self.ready.notified();
             {
                 let mut state = self.state.lock();
-                let moves = state.moves;
+                let (moves, pod_moves) = (state.moves, state.pod_moves);
                 while let Some((_, _, key)) = state.active.pop() {
                     if let Some(entry) = state.entries.get_mut(&key)
                         && entry.place == Place::Active
                     {
-                        entry.place = Place::InFlight { moves_seen: moves };
+                        entry.place = Place::InFlight {
+                            moves_seen: moves,
+                            pod_moves_seen: pod_moves,
+                        };
                         return (entry.pod.clone(), entry.attempts);
                     }
                 }
@@ -127,21 +141,49 @@ impl SchedulingQueue {
         }
     }
 
-    /// The pod fits nowhere now: it waits for a change to the cluster.
-    pub fn unschedulable(&self, uid: &str) {
+    /// The pod fits nowhere now: it waits for a change to the cluster (and, when
+    /// `waits_for_pods`, for a pod to be placed).
+    pub fn unschedulable(&self, uid: &str, waits_for_pods: bool) {
         let mut state = self.state.lock();
-        let moves = state.moves;
+        let (moves, pod_moves) = (state.moves, state.pod_moves);
         let Some(entry) = state.entries.get_mut(uid) else {
             return;
         };
         entry.attempts += 1;
-        entry.place = match entry.place {
-            // The cluster changed while it was tried: the change may help, back off only.
-            Place::InFlight { moves_seen } if moves_seen < moves => {
-                Place::Backoff(Instant::now() + backoff(entry.attempts))
-            }
-            _ => Place::Unschedulable(Instant::now()),
+        // A change while it was tried may help: back off only.
+        let helped = match entry.place {
+            Place::InFlight {
+                moves_seen,
+                pod_moves_seen,
+            } => moves_seen < moves || (waits_for_pods && pod_moves_seen < pod_moves),
+            _ => false,
         };
+        if helped {
+            entry.place = Place::Backoff(Instant::now() + backoff(entry.attempts));
+        } else {
+            entry.place = Place::Unschedulable(Instant::now());
+            if waits_for_pods {
+                state.waiting_for_pods.insert(uid.to_owned());
+            }
+        }
+    }
+
+    /// A pod was placed or relabelled: pods waiting on other pods may fit now.
+    pub fn pods_changed(&self) {
+        let mut state = self.state.lock();
+        state.pod_moves += 1;
+        if state.waiting_for_pods.is_empty() {
+            return;
+        }
+        let waiting = std::mem::take(&mut state.waiting_for_pods);
+        for uid in waiting {
+            if let Some(entry) = state.entries.get_mut(&uid)
+                && matches!(entry.place, Place::Unschedulable(_))
+            {
+                entry.place =
+                    Place::Backoff(Instant::now() + backoff(entry.attempts).min(FIRST_BACKOFF));
+            }
+        }
     }
 
     /// Trying the pod failed for another reason (its binding, say): retry after a backoff.
@@ -250,7 +292,7 @@ mod tests {
         queue.add_or_update(pod("p", 0));
         let (p, attempts) = queue.pop().await;
         assert_eq!(attempts, 0);
-        queue.unschedulable(&uid(&p));
+        queue.unschedulable(&uid(&p), false);
         tokio::time::sleep(Duration::from_secs(30)).await;
         queue.flush();
         assert_eq!(queue.unschedulable_count(), 1, "no change, no retry");
@@ -267,11 +309,27 @@ mod tests {
         queue.add_or_update(pod("p", 0));
         let (p, _) = queue.pop().await;
         queue.cluster_changed();
-        queue.unschedulable(&uid(&p));
+        queue.unschedulable(&uid(&p), false);
         assert_eq!(queue.unschedulable_count(), 0, "went to the backoff");
         tokio::time::sleep(Duration::from_secs(2)).await;
         queue.flush();
         assert_eq!(name(queue.pop().await), "p");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn only_pods_waiting_on_pods_wake_when_one_is_placed() {
+        let queue = SchedulingQueue::new();
+        queue.add_or_update(pod("affine", 0));
+        queue.add_or_update(pod("big", 0));
+        let (first, _) = queue.pop().await;
+        let (second, _) = queue.pop().await;
+        queue.unschedulable(&uid(&first), uid(&first) == "affine");
+        queue.unschedulable(&uid(&second), uid(&second) == "affine");
+        queue.pods_changed();
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        queue.flush();
+        assert_eq!(name(queue.pop().await), "affine");
+        assert_eq!(queue.unschedulable_count(), 1, "the other still waits");
     }
 
     #[tokio::test]

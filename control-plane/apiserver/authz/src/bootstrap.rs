@@ -15,6 +15,9 @@ use serde_json::{Value, json};
 use crate::rules::{Rule, uncovered};
 
 const AUTOUPDATE: &str = "rbac.authorization.kubernetes.io/autoupdate";
+const NODE_CLIENT: &str = "system:certificates.k8s.io:certificatesigningrequests:nodeclient";
+const SELF_NODE_CLIENT: &str =
+    "system:certificates.k8s.io:certificatesigningrequests:selfnodeclient";
 const AGGREGATE_TO: &str = "rbac.authorization.k8s.io/aggregate-to-";
 const READ: &[&str] = &["get", "list", "watch"];
 const WRITE: &[&str] = &["create", "delete", "deletecollection", "patch", "update"];
@@ -427,6 +430,26 @@ pub fn cluster_roles() -> Vec<Object> {
                 ),
             ],
         ),
+        // The CSR approver grants a kubelet's client certificate request to those who may
+        // `create` these: a bootstrapping kubelet its first one, a node its renewals.
+        role(
+            NODE_CLIENT,
+            &[],
+            vec![rule(
+                &["create"],
+                &["certificates.k8s.io"],
+                &["certificatesigningrequests/nodeclient"],
+            )],
+        ),
+        role(
+            SELF_NODE_CLIENT,
+            &[],
+            vec![rule(
+                &["create"],
+                &["certificates.k8s.io"],
+                &["certificatesigningrequests/selfnodeclient"],
+            )],
+        ),
         // Basalt runs its controllers in one process; the garbage collector and the
         // namespace controller among them must act on every resource, custom ones included
         // (kube-controller-manager's own roles for those two are as wide). It may not
@@ -434,7 +457,19 @@ pub fn cluster_roles() -> Vec<Object> {
         role(
             "system:kube-controller-manager",
             &[],
-            vec![rule(EVERY, &["*"], &["*"])],
+            vec![
+                rule(EVERY, &["*"], &["*"]),
+                // The CSR approver and signer act for these signers only.
+                json!({"verbs": ["approve"], "apiGroups": ["certificates.k8s.io"],
+                       "resources": ["signers"],
+                       "resourceNames": ["kubernetes.io/kube-apiserver-client-kubelet",
+                                         "kubernetes.io/kubelet-serving"]}),
+                json!({"verbs": ["sign"], "apiGroups": ["certificates.k8s.io"],
+                       "resources": ["signers"],
+                       "resourceNames": ["kubernetes.io/kube-apiserver-client-kubelet",
+                                         "kubernetes.io/kubelet-serving",
+                                         "kubernetes.io/kube-apiserver-client"]}),
+            ],
         ),
     ]
 }
@@ -455,6 +490,8 @@ pub fn cluster_role_bindings() -> Vec<Object> {
             "system:node-bootstrapper",
             &[("Group", "system:bootstrappers")],
         ),
+        binding(NODE_CLIENT, &[("Group", "system:bootstrappers")]),
+        binding(SELF_NODE_CLIENT, &[("Group", "system:nodes")]),
         binding(
             "system:kube-scheduler",
             &[("User", "system:kube-scheduler")],

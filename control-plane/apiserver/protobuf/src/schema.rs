@@ -135,6 +135,10 @@ TokenRequestStatus: token=1! expirationTimestamp=2:t
 Eviction: metadata=1:ObjectMeta deleteOptions=2:DeleteOptions
 DeleteOptions: gracePeriodSeconds=1:i! preconditions=2:Preconditions orphanDependents=3:b! propagationPolicy=4! dryRun=5:[s] ignoreStoreReadErrorWithClusterBreakingPotential=6:b!
 Preconditions: uid=1! resourceVersion=2!
+CertificateSigningRequest: metadata=1:ObjectMeta spec=2:CertificateSigningRequestSpec status=3:CertificateSigningRequestStatus
+CertificateSigningRequestSpec: request=1:y signerName=7 expirationSeconds=8:i! usages=5:[s] username=2 uid=3 groups=4:[s]
+CertificateSigningRequestStatus: conditions=1:[CertificateSigningRequestCondition] certificate=2:y
+CertificateSigningRequestCondition: type=1! status=6! reason=2 message=3 lastUpdateTime=4:t lastTransitionTime=5:t
 "#;
 
 /// The message type of each top-level kind a client may send, by `apiVersion` and `kind`.
@@ -185,5 +189,10 @@ pub const KINDS: &[(&str, &str, &str)] = &[
     ("authentication.k8s.io/v1", "TokenReview", "TokenReview"),
     ("authentication.k8s.io/v1", "TokenRequest", "TokenRequest"),
     ("policy/v1", "Eviction", "Eviction"),
+    (
+        "certificates.k8s.io/v1",
+        "CertificateSigningRequest",
+        "CertificateSigningRequest",
+    ),
     ("v1", "DeleteOptions", "DeleteOptions"),
 ];

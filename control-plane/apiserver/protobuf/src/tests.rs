@@ -257,6 +257,53 @@ fn reviews() {
 }
 
 #[test]
+fn certificate_signing_requests_as_kubectl_approves_them() {
+    use k8s_pb::api::certificates::v1 as certificates;
+    let csr = certificates::CertificateSigningRequest {
+        metadata: Some(meta::ObjectMeta {
+            name: s("bob"),
+            ..Default::default()
+        }),
+        spec: Some(certificates::CertificateSigningRequestSpec {
+            request: Some(b"PEM".to_vec()),
+            signer_name: s("kubernetes.io/kube-apiserver-client"),
+            expiration_seconds: Some(600),
+            usages: vec!["client auth".into()],
+            username: s("bob"),
+            groups: vec!["system:authenticated".into()],
+            ..Default::default()
+        }),
+        status: Some(certificates::CertificateSigningRequestStatus {
+            conditions: vec![certificates::CertificateSigningRequestCondition {
+                r#type: s("Approved"),
+                status: s("True"),
+                reason: s("KubectlApprove"),
+                message: s("This CSR was approved by kubectl certificate approve."),
+                ..Default::default()
+            }],
+            certificate: None,
+        }),
+    };
+    let object = decode(&envelope(
+        "certificates.k8s.io/v1",
+        "CertificateSigningRequest",
+        &csr,
+    ))
+    .unwrap();
+    assert_eq!(
+        object["spec"],
+        json!({"request": "UEVN", "signerName": "kubernetes.io/kube-apiserver-client",
+               "expirationSeconds": 600, "usages": ["client auth"], "username": "bob",
+               "groups": ["system:authenticated"]})
+    );
+    assert_eq!(
+        object["status"],
+        json!({"conditions": [{"type": "Approved", "status": "True", "reason": "KubectlApprove",
+               "message": "This CSR was approved by kubectl certificate approve."}]})
+    );
+}
+
+#[test]
 fn bad_bodies_are_refused_with_the_place() {
     assert_eq!(decode(b"{}").unwrap_err().path, "envelope");
     let node = core::Node::default();

@@ -3,12 +3,12 @@
 use std::sync::Arc;
 
 use k8s_openapi::api::{
-    apps, authentication, authorization, batch, certificates, coordination, core, discovery,
-    events, scheduling,
+    apps, authentication, authorization, batch, coordination, core, discovery, events, scheduling,
 };
 
 use crate::catalog::{Catalog, Resource};
 use crate::strategy::Typed;
+use crate::types::certificates::CsrStrategy;
 use crate::types::config::{ConfigMapStrategy, SecretStrategy};
 use crate::types::limits::LimitRangeStrategy;
 use crate::types::namespace::NamespaceStrategy;
@@ -397,7 +397,7 @@ fn builtins() -> Vec<Resource> {
             "CertificateSigningRequest",
             "certificatesigningrequests",
             false,
-            typed::<certificates::v1::CertificateSigningRequest>(),
+            Arc::new(CsrStrategy),
         )
         .short(&["csr"])
         .with_status()

@@ -817,6 +817,17 @@ impl Registry {
                 keep_managed_fields(&new, &mut merged);
                 merged
             }
+            // An approval changes only the request's conditions.
+            Some("approval") => {
+                let mut merged = old.clone();
+                let conditions = new.get("status").and_then(|s| s.get("conditions")).cloned();
+                let status = object::map_mut(&mut merged, "status");
+                match conditions {
+                    Some(c) => status.insert("conditions".into(), c),
+                    None => status.remove("conditions"),
+                };
+                merged
+            }
             Some("finalize") => {
                 let mut merged = old.clone();
                 let finalizers = new.get("spec").and_then(|s| s.get("finalizers")).cloned();

@@ -260,7 +260,7 @@ pub async fn handle(
         if !allowed
             || !matches!(
                 sub.as_str(),
-                "status" | "finalize" | "scale" | "token" | "binding"
+                "status" | "finalize" | "scale" | "token" | "binding" | "approval"
             )
         {
             return Err(ApiError::method_not_allowed(format!(
@@ -276,6 +276,22 @@ pub async fn handle(
     }
     let name = info.name.as_deref().unwrap_or("");
     let sub = info.subresource.as_deref();
+    let csr = resource.group == crate::certificates::GROUP
+        && resource.plural == crate::certificates::RESOURCE;
+    if csr
+        && let Some(sub) = sub
+        && matches!(info.verb.as_str(), "update" | "patch")
+    {
+        crate::certificates::authorize_signer(
+            registry,
+            call.access,
+            call.user,
+            &resource,
+            name,
+            sub,
+        )
+        .await?;
+    }
     match sub {
         Some("scale") => return scale(registry, &resource, &call, name).await,
         Some("token") => return crate::token::request(registry, &resource, &call, name).await,
@@ -304,6 +320,9 @@ pub async fn handle(
         "create" => {
             let mut body = call.object_body()?;
             call.admission().admit(&body)?;
+            if csr {
+                crate::certificates::stamp_requester(call.user, &mut body);
+            }
             if resource.group.is_empty() && resource.plural == "pods" {
                 crate::limits::admit(registry, ns.unwrap_or(""), &mut body).await?;
                 call.default_tolerations.admit(&mut body);
@@ -334,7 +353,12 @@ pub async fn handle(
             }
             let options = call.write_options()?;
             let admission = call.admission();
-            if let crate::patch::Patch::Apply(config) = patch {
+            if let crate::patch::Patch::Apply(mut config) = patch {
+                // An applied request records its author as a created one does; applied by
+                // anyone else later, it changes the immutable spec and is refused.
+                if csr && sub.is_none() {
+                    crate::certificates::stamp_requester(call.user, &mut config);
+                }
                 let apply = ApplyOptions {
                     manager: call.param("fieldManager").to_owned(),
                     force: call.flag("force")?,

@@ -8,6 +8,7 @@
 
 pub mod admission;
 pub mod auth;
+pub mod certificates;
 pub mod discovery;
 pub mod handler;
 pub mod limits;

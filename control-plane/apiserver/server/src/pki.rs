@@ -19,6 +19,8 @@ use rcgen::{
 pub struct Pki {
     /// The cluster CA certificate (also the client CA).
     pub ca: PathBuf,
+    /// The CA's key, for the controller manager's CSR signer (owner-readable only).
+    pub ca_key: PathBuf,
     /// The serving certificate.
     pub cert: PathBuf,
     /// The serving key.
@@ -70,6 +72,7 @@ fn write(path: &Path, contents: &str, private: bool) -> Result<(), PkiError> {
 pub fn ensure(dir: &Path, addresses: &[IpAddr], server: &str) -> Result<Pki, PkiError> {
     let pki = Pki {
         ca: dir.join("ca.pem"),
+        ca_key: dir.join("ca-key.pem"),
         cert: dir.join("apiserver.pem"),
         key: dir.join("apiserver-key.pem"),
         admin_kubeconfig: dir.join("admin.kubeconfig"),
@@ -87,12 +90,13 @@ pub fn ensure(dir: &Path, addresses: &[IpAddr], server: &str) -> Result<Pki, Pki
     }
     let complete = [
         &pki.ca,
+        &pki.ca_key,
         &pki.cert,
         &pki.key,
         &pki.admin_kubeconfig,
         &pki.controller_manager_kubeconfig,
     ];
-    // The CA's key is not kept, so a missing piece means a new PKI altogether.
+    // A missing piece means a new PKI altogether.
     if complete.iter().all(|path| path.exists()) {
         return Ok(pki);
     }
@@ -121,6 +125,7 @@ pub fn ensure(dir: &Path, addresses: &[IpAddr], server: &str) -> Result<Pki, Pki
     let serving_cert = serving.signed_by(&serving_key, &issuer)?;
 
     write(&pki.ca, &issuer.pem(), false)?;
+    write(&pki.ca_key, &issuer.key().serialize_pem(), true)?;
     write(&pki.cert, &serving_cert.pem(), false)?;
     write(&pki.key, &serving_key.serialize_pem(), true)?;
     let client = |user: &str, groups: &[&str], kubeconfig: &Path| -> Result<(), PkiError> {

@@ -83,6 +83,20 @@ fn columns(kind: &str) -> Vec<Column> {
             col("Kernel-Version", 1),
             col("Container-Runtime", 1),
         ],
+        "CertificateSigningRequest" => vec![
+            col("Name", 0),
+            col("Age", 0),
+            col("SignerName", 0),
+            col("Requestor", 0),
+            col("RequestedDuration", 0),
+            col("Condition", 0),
+        ],
+        "ResourceQuota" => vec![
+            col("Name", 0),
+            col("Age", 0),
+            col("Request", 0),
+            col("Limit", 0),
+        ],
         _ => vec![col("Name", 0), col("Age", 0)],
     }
 }
@@ -346,6 +360,54 @@ fn cells(kind: &str, o: &Object) -> Vec<Value> {
                     o,
                     "status.nodeInfo.containerRuntimeVersion"
                 ))),
+            ]
+        }
+        "CertificateSigningRequest" => {
+            let mut condition: Vec<&str> = list(o, "status.conditions")
+                .iter()
+                .filter(|c| c["status"] == "True")
+                .filter_map(|c| c["type"].as_str())
+                .collect();
+            if str_at(o, "status.certificate").is_some_and(|c| !c.is_empty()) {
+                condition.push("Issued");
+            }
+            let duration = value_at(o, "spec.expirationSeconds")
+                .and_then(Value::as_i64)
+                .map_or_else(|| "<none>".to_owned(), human_duration);
+            vec![
+                name,
+                json!(age(o)),
+                json!(or_none(str_at(o, "spec.signerName"))),
+                json!(or_none(str_at(o, "spec.username"))),
+                json!(duration),
+                json!(if condition.is_empty() {
+                    "Pending".to_owned()
+                } else {
+                    condition.join(",")
+                }),
+            ]
+        }
+        "ResourceQuota" => {
+            // kubectl's columns: limits.* under Limit, everything else under Request.
+            let (mut request, mut limit) = (Vec::new(), Vec::new());
+            let hard = value_at(o, "status.hard").and_then(Value::as_object);
+            for (resource, amount) in hard.into_iter().flatten() {
+                let used = value_at(o, "status.used")
+                    .and_then(|u| u.get(resource))
+                    .and_then(Value::as_str)
+                    .unwrap_or("0");
+                let entry = format!("{resource}: {used}/{}", amount.as_str().unwrap_or_default());
+                if resource.starts_with("limits.") {
+                    limit.push(entry);
+                } else {
+                    request.push(entry);
+                }
+            }
+            vec![
+                name,
+                json!(age(o)),
+                json!(request.join(", ")),
+                json!(limit.join(", ")),
             ]
         }
         _ => vec![name, json!(age(o))],

@@ -66,6 +66,18 @@ struct Args {
     /// The prefix length of each node's pod CIDR.
     #[arg(long, default_value_t = 24)]
     node_cidr_mask_size: u8,
+    /// How many finished pods may exist before the oldest are deleted (0: never).
+    #[arg(long, default_value_t = 12500)]
+    terminated_pod_gc_threshold: usize,
+    /// The CA certificate (PEM) the CSR signer issues certificates with.
+    #[arg(long, requires = "cluster_signing_key_file")]
+    cluster_signing_cert_file: Option<PathBuf>,
+    /// The CA's private key (PEM); without both files no certificates are signed.
+    #[arg(long, requires = "cluster_signing_cert_file")]
+    cluster_signing_key_file: Option<PathBuf>,
+    /// The longest a signed certificate lasts.
+    #[arg(long, default_value = "8760h", value_parser = parse_duration)]
+    cluster_signing_duration: Duration,
     /// Log filter (tracing's EnvFilter syntax).
     #[arg(long, default_value = "info")]
     log_level: String,
@@ -83,7 +95,8 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
         "s" | "" => Ok(Duration::from_secs(value)),
         "ms" => Ok(Duration::from_millis(value)),
         "m" => Ok(Duration::from_secs(value * 60)),
-        _ => Err(format!("{text:?}: unit must be ms, s or m")),
+        "h" => Ok(Duration::from_secs(value * 3600)),
+        _ => Err(format!("{text:?}: unit must be ms, s, m or h")),
     }
 }
 
@@ -123,7 +136,28 @@ async fn main() -> Result<()> {
             std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))
         })
         .transpose()?;
+    let signer = match (
+        &args.cluster_signing_cert_file,
+        &args.cluster_signing_key_file,
+    ) {
+        (Some(cert), Some(key)) => {
+            let read = |path: &PathBuf| {
+                std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))
+            };
+            let signer = controllers::certificates::sign::Signer::new(
+                &read(cert)?,
+                &read(key)?,
+                args.cluster_signing_duration,
+            )
+            .map_err(anyhow::Error::msg)
+            .context("--cluster-signing-cert-file/--cluster-signing-key-file")?;
+            Some(std::sync::Arc::new(signer))
+        }
+        _ => None,
+    };
     let options = controllers::Options {
+        signer,
+        terminated_pod_gc_threshold: args.terminated_pod_gc_threshold,
         root_ca,
         controllers: args.controllers.clone(),
         node_lifecycle: controllers::node_lifecycle::Settings {

@@ -224,30 +224,10 @@ impl DaemonSetController {
             async move { (name, node, api.create(&PostParams::default(), &pod).await) }
         });
         let mut failure = None;
-        for (name, node, result) in futures::future::join_all(creates).await {
-            match result {
-                Ok(_) => {
-                    tracing::info!(pod = %name, node = %node, "created");
-                    self.events.record(
-                        set,
-                        events::Kind::Normal,
-                        "SuccessfulCreate",
-                        "Create",
-                        &format!("Created pod: {name}"),
-                    );
-                }
-                Err(error) => {
-                    self.expectations.create_failed(&uid, name);
-                    self.events.record(
-                        set,
-                        events::Kind::Warning,
-                        "FailedCreate",
-                        "Create",
-                        &format!("Error creating: {error}"),
-                    );
-                    failure = Some(error.to_string());
-                }
-            }
+        for (name, _node, result) in futures::future::join_all(creates).await {
+            let settled =
+                pods::settle_create(&self.events, &self.expectations, set, &uid, name, result);
+            failure = settled.or(failure);
         }
         failure
     }

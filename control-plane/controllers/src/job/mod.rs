@@ -256,29 +256,15 @@ impl JobController {
                 });
         let mut failure = None;
         for (pod_name, result) in futures::future::join_all(creates).await {
-            match result {
-                Ok(_) => {
-                    tracing::info!(pod = %pod_name, "created");
-                    self.events.record(
-                        job,
-                        events::Kind::Normal,
-                        "SuccessfulCreate",
-                        "Create",
-                        &format!("Created pod: {pod_name}"),
-                    );
-                }
-                Err(error) => {
-                    self.expectations.create_failed(&uid, pod_name);
-                    self.events.record(
-                        job,
-                        events::Kind::Warning,
-                        "FailedCreate",
-                        "Create",
-                        &format!("Error creating: {error}"),
-                    );
-                    failure = Some(error.to_string());
-                }
-            }
+            let settled = pods::settle_create(
+                &self.events,
+                &self.expectations,
+                job,
+                &uid,
+                pod_name,
+                result,
+            );
+            failure = settled.or(failure);
         }
         failure
     }

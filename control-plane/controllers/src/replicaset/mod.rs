@@ -270,28 +270,15 @@ impl ReplicaSetController {
                 async move { (pod_name, api.create(&PostParams::default(), &pod).await) }
             });
             for (pod_name, result) in futures::future::join_all(creates).await {
-                match result {
-                    Ok(_) => {
-                        tracing::info!(pod = %pod_name, "created");
-                        self.events.record(
-                            set,
-                            Kind::Normal,
-                            "SuccessfulCreate",
-                            "Create",
-                            &format!("Created pod: {pod_name}"),
-                        );
-                    }
-                    Err(error) => {
-                        self.expectations.create_failed(&uid, pod_name);
-                        self.events.record(
-                            set,
-                            Kind::Warning,
-                            "FailedCreate",
-                            "Create",
-                            &format!("Error creating: {error}"),
-                        );
-                        failure = Some(("FailedCreate", error.to_string()));
-                    }
+                if let Some(error) = pods::settle_create(
+                    &self.events,
+                    &self.expectations,
+                    set,
+                    &uid,
+                    pod_name,
+                    result,
+                ) {
+                    failure = Some(("FailedCreate", error));
                 }
             }
             if failure.is_some() {

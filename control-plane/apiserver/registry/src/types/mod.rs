@@ -1,12 +1,14 @@
 //! The built-in types' own rules: defaults, checks and immutable fields. Everything else they
 //! share lives in the generic storage.
 
+pub mod certificates;
 pub mod config;
 pub mod limits;
 pub mod namespace;
 pub mod node;
 pub mod pod;
 pub mod rbac;
+pub mod scheduling;
 pub mod service;
 pub mod workload;
 

@@ -162,6 +162,7 @@ pub fn validate_pod_spec(spec: &Object, path: &str) -> Vec<FieldError> {
             "must be greater than or equal to 0",
         ));
     }
+    errors.extend(super::scheduling::validate_scheduling(spec, path));
     errors
 }
 

@@ -116,13 +116,8 @@ impl<T: DeserializeOwned + Serialize + schemars::JsonSchema> Strategy for Worklo
                 "persistent volume claims are not supported by this cluster yet (Basalt has no storage provisioner); use ephemeral volumes",
             ));
         }
-        if self.kind == Kind::CronJob
-            && spec
-                .get("schedule")
-                .and_then(Value::as_str)
-                .is_none_or(str::is_empty)
-        {
-            errors.push(FieldError::required("spec.schedule", ""));
+        if self.kind == Kind::CronJob {
+            errors.extend(validate_schedule(spec));
         }
         let template_path = format!("spec.{}", self.template_path().join("."));
         let template = get_path(spec, self.template_path());
@@ -133,8 +128,12 @@ impl<T: DeserializeOwned + Serialize + schemars::JsonSchema> Strategy for Worklo
         if !matches!(self.kind, Kind::CronJob) && (self.kind != Kind::Job || manual) {
             match selector {
                 None => errors.push(FieldError::required("spec.selector", "")),
-                Some(selector) => {
-                    let selector = LabelSelector::from_object(selector);
+                Some(object) => {
+                    errors.extend(super::scheduling::validate_label_selector_value(
+                        &Value::Object(object.clone()),
+                        "spec.selector",
+                    ));
+                    let selector = LabelSelector::from_object(object);
                     if selector.is_empty() {
                         errors.push(FieldError::invalid(
                             "spec.selector",
@@ -289,6 +288,42 @@ pub const JOB_NAME: &str = "batch.kubernetes.io/job-name";
 
 /// Unless the Job picks its own (`manualSelector`), it selects its pods by its uid, and its
 /// template labels them so (kube's labels, and their legacy short forms).
+/// A CronJob's schedule must parse as the controller will parse it (the `croner` crate,
+/// IANA zones from `chrono-tz`), so a bad one is refused here rather than ignored later.
+fn validate_schedule(spec: &Object) -> Vec<FieldError> {
+    use std::str::FromStr;
+    let mut errors = Vec::new();
+    match spec.get("schedule").and_then(Value::as_str) {
+        None | Some("") => errors.push(FieldError::required("spec.schedule", "")),
+        Some(schedule) => {
+            let trimmed = schedule.trim_start();
+            if trimmed.starts_with("TZ=") || trimmed.starts_with("CRON_TZ=") {
+                errors.push(FieldError::invalid(
+                    "spec.schedule",
+                    schedule,
+                    "cannot use TZ or CRON_TZ in schedule, use timeZone field instead",
+                ));
+            } else if let Err(why) = croner::Cron::from_str(schedule) {
+                errors.push(FieldError::invalid(
+                    "spec.schedule",
+                    schedule,
+                    format!("unparseable schedule: {why}"),
+                ));
+            }
+        }
+    }
+    if let Some(zone) = spec.get("timeZone").and_then(Value::as_str)
+        && chrono_tz::Tz::from_str(zone).is_err()
+    {
+        errors.push(FieldError::invalid(
+            "spec.timeZone",
+            zone,
+            format!("unknown time zone {zone}"),
+        ));
+    }
+    errors
+}
+
 fn generate_job_selector(job: &mut Object) {
     let meta = job.get("metadata");
     let field = |name| {
@@ -330,6 +365,37 @@ fn default_pod_spec_keeping_restart(spec: &mut Object) {
 mod tests {
     use super::*;
     use k8s_openapi::api::apps::v1::Deployment;
+
+    #[test]
+    fn cron_schedules_and_zones_must_parse() {
+        let spec = |value: Value| value.as_object().cloned().unwrap_or_default();
+        assert!(
+            validate_schedule(&spec(
+                json!({"schedule": "*/5 * * * *", "timeZone": "Europe/Berlin"})
+            ))
+            .is_empty()
+        );
+        assert!(validate_schedule(&spec(json!({"schedule": "@hourly"}))).is_empty());
+        let found: Vec<String> = validate_schedule(&spec(
+            json!({"schedule": "61 * * * *", "timeZone": "Mars/Olympus"}),
+        ))
+        .iter()
+        .map(FieldError::message)
+        .collect();
+        assert_eq!(found.len(), 2, "{found:?}");
+        assert!(
+            found[0]
+                .starts_with("spec.schedule: Invalid value: \"61 * * * *\": unparseable schedule")
+        );
+        assert_eq!(
+            found[1],
+            "spec.timeZone: Invalid value: \"Mars/Olympus\": unknown time zone Mars/Olympus"
+        );
+        assert_eq!(
+            validate_schedule(&spec(json!({"schedule": "TZ=UTC 0 * * * *"})))[0].message(),
+            "spec.schedule: Invalid value: \"TZ=UTC 0 * * * *\": cannot use TZ or CRON_TZ in schedule, use timeZone field instead"
+        );
+    }
 
     #[test]
     fn selector_must_match_template() {

@@ -1,7 +1,8 @@
-//! Resource amounts as the scheduler counts them: every quantity in thousandths of its unit
-//! (millicores for cpu, milli-bytes for memory) so cpu and memory share one integer type,
-//! and what a pod asks for — the larger of its containers' sum and its largest init
-//! container, plus its overhead.
+//! Resource amounts as the scheduler and the quota controller count them: every quantity in
+//! thousandths of its unit (millicores for cpu, milli-bytes for memory) so cpu and memory
+//! share one integer type, and what a pod asks for — the larger of its containers' sum and
+//! its largest init container (sidecars counted alongside), plus its overhead — in requests
+//! and in limits alike.
 
 use std::collections::BTreeMap;
 
@@ -116,27 +117,43 @@ pub fn milli(quantity: &Quantity) -> i64 {
         .unwrap_or(0)
 }
 
+/// Which of a container's resource lists to count.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Side {
+    /// `resources.requests`.
+    Requests,
+    /// `resources.limits`.
+    Limits,
+}
+
+fn container_amounts(container: &Container, side: Side) -> Resources {
+    Resources::from_list(container.resources.as_ref().and_then(|r| match side {
+        Side::Requests => r.requests.as_ref(),
+        Side::Limits => r.limits.as_ref(),
+    }))
+}
+
 fn container_requests(container: &Container) -> Resources {
-    Resources::from_list(
-        container
-            .resources
-            .as_ref()
-            .and_then(|r| r.requests.as_ref()),
-    )
+    container_amounts(container, Side::Requests)
 }
 
 /// What a pod needs from a node to fit, counting one pod.
 pub fn pod_requests(spec: &PodSpec) -> Resources {
+    pod_amounts(spec, Side::Requests)
+}
+
+/// What a pod's requests or limits come to, counting one pod.
+pub fn pod_amounts(spec: &PodSpec, side: Side) -> Resources {
     let mut total = Resources::default();
     for container in &spec.containers {
-        total.add(&container_requests(container));
+        total.add(&container_amounts(container, side));
     }
     // Sidecars (init containers that keep running) add to everything after them; a plain
     // init container runs alone with the sidecars started before it.
     let mut sidecars = Resources::default();
     let mut init_peak = Resources::default();
     for init in spec.init_containers.iter().flatten() {
-        let requests = container_requests(init);
+        let requests = container_amounts(init, side);
         if init.restart_policy.as_deref() == Some("Always") {
             sidecars.add(&requests);
         } else {
