@@ -1,8 +1,9 @@
 //! The controller manager against the real API server, driven with the real kubectl:
 //! ReplicaSets keep their pods, the garbage collector carries out background, foreground
 //! and orphan deletion (custom owners included), namespaces empty themselves on delete,
-//! every namespace gets its defaults, a standby manager takes over from a killed one, and
-//! ResourceQuotas show what their namespace uses.
+//! every namespace gets its defaults, a standby manager takes over from a killed one,
+//! ResourceQuotas show what their namespace uses, and the pods of a deleted node are
+//! collected.
 
 use std::time::{Duration, Instant};
 
@@ -512,5 +513,56 @@ fn resource_quotas_show_what_their_namespace_uses() {
             .lines()
             .any(|l| l.split_whitespace().collect::<Vec<_>>() == ["requests.cpu", "500m", "4"]),
         "{described}"
+    );
+}
+
+#[test]
+fn pods_of_a_deleted_node_are_collected() {
+    let plane = ControlPlane::start();
+    let manager = plane.start_controller_manager(
+        "controller-manager.log",
+        &[
+            "--controllers",
+            "podgc",
+            "--terminated-pod-gc-threshold",
+            "1",
+        ],
+    );
+    plane.apply(
+        "apiVersion: v1\nkind: Node\nmetadata:\n  name: doomed\n---\n\
+         apiVersion: v1\nkind: Node\nmetadata:\n  name: elsewhere\n",
+    );
+    let pod = |name: &str| {
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\nspec:\n  nodeName: doomed\n  containers:\n  - {{name: c, image: busybox:1.36}}\n"
+        )
+    };
+    plane.apply(&pod("stranded"));
+    // Two finished pods, one over the threshold: the older goes.
+    for name in ["done-old", "done-new"] {
+        plane.apply(&pod(name).replace("nodeName: doomed", "nodeName: elsewhere"));
+        plane.ok(&[
+            "patch",
+            "pod",
+            name,
+            "--subresource=status",
+            "--type=merge",
+            "-p",
+            r#"{"status":{"phase":"Succeeded"}}"#,
+        ]);
+        std::thread::sleep(Duration::from_millis(1100));
+    }
+    plane.ok(&["delete", "node", "doomed"]);
+    let exists = |name: &str| plane.kubectl(&["get", "pod", name]).status.success();
+    // The node must stay gone for the 40 s quarantine; the collector looks every 20 s.
+    wait::until(
+        "the stranded pod and the older finished pod collected",
+        Duration::from_secs(90),
+        || !exists("stranded") && !exists("done-old"),
+        || format!("--- controller manager ---\n{}", manager.log()),
+    );
+    assert!(
+        exists("done-new"),
+        "the threshold keeps the newest finished pod"
     );
 }

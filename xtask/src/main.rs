@@ -26,6 +26,7 @@ commands:
   bench store [ARGS]    the store against etcd 3.4 side by side, appended to docs/benchmarks.md
                         (--no-record: don't append; --help: the benchmark's own flags)
   bench apiserver [ARGS] the API server against the issue's targets, recorded the same way
+  bench scheduler [ARGS] the scheduler: 1,000 nodes, 10,000 pods, pods/s and p99 to binding
 ";
 
 fn main() -> Result<()> {
