@@ -1,8 +1,8 @@
 //! DaemonSets end to end with the real kubectl, scheduler and stand-in kubelets: one pod on
 //! every node that fits and none where a taint is not tolerated, a pod for a node that
 //! joins later, daemons kept on cordoned nodes, a rolling update node by node that
-//! `kubectl rollout status` follows, `kubectl rollout undo`, and eviction by a NoExecute
-//! taint.
+//! `kubectl rollout status` follows, `kubectl rollout undo`, eviction by a NoExecute
+//! taint, and adoption of the pods a DaemonSet deleted with `--cascade=orphan` left behind.
 
 use std::time::Duration;
 
@@ -109,4 +109,50 @@ fn daemonsets_run_on_every_fitting_node_and_roll_out() {
     wait_for("the daemon gone from the NoExecute node", &mut || {
         daemons(&plane) == ["n1 busybox:1.36", "n2 busybox:1.36"]
     });
+
+    // Deleted with --cascade=orphan, its pods stay; a new DaemonSet of the same selector
+    // adopts them instead of starting others beside them.
+    let uids = || {
+        let mut list: Vec<String> = plane
+            .ok(&[
+                "get",
+                "pods",
+                "-l",
+                "app=agent",
+                "-o",
+                "jsonpath={.items[*].metadata.uid}",
+            ])
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect();
+        list.sort();
+        list
+    };
+    let before = uids();
+    plane.ok(&["delete", "daemonset", "agent", "--cascade=orphan"]);
+    plane.apply(&daemonset("busybox:1.36"));
+    let owner = plane.ok(&[
+        "get",
+        "daemonset",
+        "agent",
+        "-o",
+        "jsonpath={.metadata.uid}",
+    ]);
+    wait_for("the orphans adopted", &mut || {
+        plane
+            .ok(&[
+                "get",
+                "pods",
+                "-l",
+                "app=agent",
+                "-o",
+                "jsonpath={.items[*].metadata.ownerReferences[0].uid}",
+            ])
+            .split_whitespace()
+            .filter(|uid| *uid == owner)
+            .count()
+            == 2
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(uids(), before, "the same pods, none added");
 }

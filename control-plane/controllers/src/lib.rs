@@ -7,6 +7,7 @@
 //!
 //! Leadership (one active manager per cluster) is the binary's business, not this library's.
 
+pub mod adoption;
 pub mod certificates;
 pub mod cronjob;
 pub mod daemonset;

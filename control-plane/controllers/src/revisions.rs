@@ -104,10 +104,25 @@ pub async fn keep<K: Resource<DynamicType = ()>>(
                 data: Some(RawExtension(data)),
                 revision: newest + 1,
             };
+            let name = revision.metadata.name.clone().unwrap_or_default();
             match api.create(&PostParams::default(), &revision).await {
                 Ok(_) => {}
-                // Made by an earlier pass whose event is not in yet.
-                Err(kube::Error::Api(status)) if status.code == 409 => {}
+                // Made by an earlier pass whose event is not in yet, or left behind by an
+                // owner deleted with `--cascade=orphan`: that one is adopted.
+                Err(kube::Error::Api(status)) if status.code == 409 => {
+                    if let Some(existing) = api.get_opt(&name).await?
+                        && pods::controller_of(&existing.metadata).is_none()
+                        && hash_of(&existing.metadata) == Some(hash)
+                    {
+                        let reference = pods::controller_reference(owner);
+                        let patch = pods::adopt_patch(existing.metadata.uid.as_ref(), &reference);
+                        unless_gone(
+                            api.patch(&name, &PatchParams::default(), &Patch::Strategic(patch))
+                                .await,
+                        )?;
+                        tracing::info!(revision = %name, "adopted");
+                    }
+                }
                 Err(error) => return Err(error.into()),
             }
         }

@@ -2,9 +2,8 @@
 //! one — pinned to the node by affinity, for the scheduler to bind — replaces failed ones,
 //! removes them from nodes that no longer fit, rolls template changes out node by node,
 //! and keeps a ControllerRevision per template for `kubectl rollout history/undo`. The
-//! rules are in [`plan`]; this module makes the API calls.
-//!
-//! Orphaned pods that match a DaemonSet's selector are not adopted.
+//! rules are in [`plan`]; this module makes the API calls. Orphaned pods its selector picks
+//! are adopted ([`crate::adoption`]).
 
 pub mod plan;
 
@@ -17,6 +16,7 @@ use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::json;
 
+use crate::adoption;
 use crate::deployment::rollout::template_hash;
 use crate::expectations::{Expectations, generate_name};
 use crate::informer::{Change, Informer, follow};
@@ -86,6 +86,12 @@ impl DaemonSetController {
                     .saw(&pod.metadata, deleted, "DaemonSet", "apps/v1")
             {
                 on_pod.queue.add(set);
+            } else if !deleted {
+                for set in adoption::candidates(&on_pod.sets, &pod, |s: &DaemonSet| {
+                    s.spec.as_ref().map(|s| &s.selector)
+                }) {
+                    on_pod.queue.add(set);
+                }
             }
         }));
         sets.synced().await;
@@ -122,6 +128,12 @@ impl DaemonSetController {
             .and_then(|s| s.collision_count)
             .unwrap_or(0);
         let hash = template_hash(&spec.template, collisions);
+        let in_namespace = self.pods.in_namespace(&namespace);
+        let claim = adoption::claim(&uid, &spec.selector, &in_namespace, |_| true);
+        if !claim.is_empty() && adoption::carry_out(&self.client, set.as_ref(), claim).await? {
+            // The pods' own changes bring the set back with its members counted.
+            return Ok(None);
+        }
         let owned: Vec<Arc<Pod>> = self.pods.controlled_by(&namespace, &uid);
         let in_use: HashSet<String> = owned
             .iter()

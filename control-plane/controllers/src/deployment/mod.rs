@@ -135,11 +135,7 @@ impl DeploymentController {
         let reference = pods::controller_reference(deployment.as_ref());
         let empty = Default::default();
         let mut owned = Vec::new();
-        for set in self
-            .sets
-            .store()
-            .state_filter(|s| s.metadata.namespace.as_deref() == Some(namespace.as_str()))
-        {
+        for set in self.sets.in_namespace(&namespace) {
             let labels = set.metadata.labels.as_ref().unwrap_or(&empty);
             let matches = selects(&deployment, labels);
             let name = set.metadata.name.clone().unwrap_or_default();

@@ -137,12 +137,16 @@ impl EndpointsController {
             // Without a selector the Service's endpoints are someone else's.
             return Ok(None);
         };
-        let selected = self.pods.store().state_filter(|p| {
-            p.metadata.namespace.as_deref() == Some(namespace.as_str())
-                && selector
+        let selected: Vec<_> = self
+            .pods
+            .in_namespace(&namespace)
+            .into_iter()
+            .filter(|p| {
+                selector
                     .iter()
                     .all(|(k, v)| p.metadata.labels.as_ref().and_then(|l| l.get(k)) == Some(v))
-        });
+            })
+            .collect();
         {
             let mut listed_in = self.listed_in.lock();
             for pod in &selected {

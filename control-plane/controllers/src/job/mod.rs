@@ -101,10 +101,11 @@ impl JobController {
         let pods_api: Api<Pod> = Api::namespaced(self.client.clone(), &namespace);
         let Some(job) = self.jobs.store().get(&key.object_ref()) else {
             // The Job is gone: its pods must not be kept by a finalizer nobody will remove.
-            let left = self.pods.store().state_filter(|p| {
-                p.metadata.namespace.as_deref() == Some(namespace.as_str())
-                    && job_of(p) == Some(key.name.as_str())
-            });
+            let left = self
+                .pods
+                .in_namespace(&namespace)
+                .into_iter()
+                .filter(|p| job_of(p) == Some(key.name.as_str()));
             for pod in left {
                 self.release(&pods_api, &pod).await?;
             }

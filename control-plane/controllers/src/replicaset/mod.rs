@@ -12,11 +12,11 @@ use k8s_openapi::api::apps::v1::{ReplicaSet, ReplicaSetCondition, ReplicaSetStat
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, Patch, PatchParams, PostParams};
-use kube::core::{Selector, SelectorExt};
 use serde_json::json;
 
 use events::Kind;
 
+use crate::adoption;
 use crate::expectations::{Expectations, generate_name};
 use crate::informer::{Change, Informer, follow};
 use crate::queue::WorkQueue;
@@ -99,7 +99,6 @@ impl ReplicaSetController {
                 return;
             }
         };
-        let namespace = pod.metadata.namespace.clone().unwrap_or_default();
         if let Some(set) = self
             .expectations
             .saw(&pod.metadata, deleted, "ReplicaSet", "apps/v1")
@@ -114,20 +113,10 @@ impl ReplicaSetController {
             return;
         }
         // An orphan: every ReplicaSet that selects it may adopt it.
-        let empty = Default::default();
-        let labels = pod.metadata.labels.as_ref().unwrap_or(&empty);
-        for set in self.sets.store().state() {
-            if set.metadata.namespace.as_deref() != Some(namespace.as_str()) {
-                continue;
-            }
-            let selects = set
-                .spec
-                .as_ref()
-                .and_then(|s| Selector::try_from(s.selector.clone()).ok())
-                .is_some_and(|s| !s.selects_all() && s.matches(labels));
-            if selects {
-                self.queue.add(Key::of(set.as_ref()));
-            }
+        for set in adoption::candidates(&self.sets, &pod, |s: &ReplicaSet| {
+            s.spec.as_ref().map(|s| &s.selector)
+        }) {
+            self.queue.add(set);
         }
     }
 
@@ -137,10 +126,7 @@ impl ReplicaSetController {
         };
         let namespace = key.namespace.clone().unwrap_or_default();
         let uid = set.metadata.uid.clone().unwrap_or_default();
-        let in_namespace = self
-            .pods
-            .store()
-            .state_filter(|p| p.metadata.namespace.as_deref() == Some(namespace.as_str()));
+        let in_namespace = self.pods.in_namespace(&namespace);
         let manage = self.expectations.satisfied(&uid);
         let plan = plan::plan(&set, &in_namespace, manage, jiff::Timestamp::now())
             .map_err(|e| Error::Invalid(format!("replicaset {key}: spec.selector: {e}")))?;

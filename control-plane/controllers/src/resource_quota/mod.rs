@@ -46,13 +46,11 @@ pub async fn run(
     let all_of = {
         let quotas = quotas.clone();
         move |namespace: Option<&str>| -> Vec<Key> {
-            quotas
-                .store()
-                .state()
-                .iter()
-                .filter(|q| namespace.is_none_or(|ns| q.metadata.namespace.as_deref() == Some(ns)))
-                .map(|q| Key::of(q.as_ref()))
-                .collect()
+            let quotas = match namespace {
+                Some(namespace) => quotas.in_namespace(namespace),
+                None => quotas.store().state(),
+            };
+            quotas.iter().map(|q| Key::of(q.as_ref())).collect()
         }
     };
     let on_quota = queue.clone();
@@ -99,10 +97,8 @@ pub async fn run(
                 .unwrap_or_default();
             let now = jiff::Timestamp::now();
             let counted: Vec<Arc<Pod>> = pods
-                .store()
-                .state()
+                .in_namespace(&namespace)
                 .into_iter()
-                .filter(|p| p.metadata.namespace.as_deref() == Some(namespace.as_str()))
                 .filter(|p| usage::counts(p, now) && usage::in_scope(&quota, p))
                 .collect();
             let refs: Vec<&Pod> = counted.iter().map(Arc::as_ref).collect();

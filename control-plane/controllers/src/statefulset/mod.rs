@@ -1,8 +1,9 @@
 //! The StatefulSet controller: keeps `<set>-0` … `<set>-(n-1)` running with stable names
 //! and hostnames (under the set's governing Service), by the ordering rules in [`plan`],
 //! and rolls template changes out through ControllerRevisions so a partitioned update can
-//! keep lower ordinals on the old template. Volume claim templates are refused by the API
-//! server until Basalt has storage.
+//! keep lower ordinals on the old template. Orphaned pods named as its members and picked by
+//! its selector are adopted ([`crate::adoption`]). Volume claim templates are refused by the
+//! API server until Basalt has storage.
 
 pub mod plan;
 
@@ -15,6 +16,7 @@ use k8s_openapi::api::core::v1::{Pod, PodTemplateSpec};
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::json;
 
+use crate::adoption;
 use crate::deployment::rollout::template_hash;
 use crate::expectations::Expectations;
 use crate::informer::{Change, Informer, follow};
@@ -84,6 +86,12 @@ impl StatefulSetController {
                     .saw(&pod.metadata, deleted, "StatefulSet", "apps/v1")
             {
                 on_pod.queue.add(set);
+            } else if !deleted {
+                for set in adoption::candidates(&on_pod.sets, &pod, |s: &StatefulSet| {
+                    s.spec.as_ref().map(|s| &s.selector)
+                }) {
+                    on_pod.queue.add(set);
+                }
             }
         }));
         sets.synced().await;
@@ -127,6 +135,14 @@ impl StatefulSetController {
             .and_then(|r| r.strip_prefix(&prefix))
             .unwrap_or(&update)
             .to_owned();
+        let in_namespace = self.pods.in_namespace(&namespace);
+        let claim = adoption::claim(&uid, &spec.selector, &in_namespace, |pod| {
+            plan::ordinal_of(&key.name, pod).is_some()
+        });
+        if !claim.is_empty() && adoption::carry_out(&self.client, set.as_ref(), claim).await? {
+            // The pods' own changes bring the set back with its members counted.
+            return Ok(None);
+        }
         let owned: Vec<Arc<Pod>> = self.pods.controlled_by(&namespace, &uid);
         let in_use: HashSet<String> = owned
             .iter()
