@@ -1,7 +1,8 @@
 //! The scheduler against the real API server, with nodes registered as API objects: pods
 //! land where they fit, a pod that fits nowhere says why in the words kube-scheduler uses
 //! and is placed once a node that fits is added, selectors and host ports are kept, pods of
-//! higher priority preempt, and inter-pod (anti-)affinity and topology spread hold.
+//! higher priority preempt, inter-pod (anti-)affinity and topology spread hold, and a
+//! standby scheduler takes over within 15 s of the leader's death.
 
 use std::time::Duration;
 
@@ -350,4 +351,31 @@ fn pods_keep_apart_stay_together_and_spread_over_zones() {
         ),
         "{stderr}"
     );
+}
+
+#[test]
+fn a_standby_scheduler_takes_over_within_fifteen_seconds() {
+    let plane = ControlPlane::start();
+    let mut first = plane.start_scheduler("first.log", &[]);
+    let holder = || plane.lease_holder("kube-scheduler");
+    let log = || String::new();
+    wait_for("a lease holder", &log, || !holder().is_empty());
+    let leader = holder();
+    let second = plane.start_scheduler("second.log", &[]);
+    plane.apply(&node("n1", "4", ""));
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(holder(), leader, "the standby waits");
+
+    first.kill();
+    let killed = std::time::Instant::now();
+    wait_for("the standby leading", &log, || {
+        let now = holder();
+        !now.is_empty() && now != leader
+    });
+    let took = killed.elapsed();
+    assert!(took <= Duration::from_secs(15), "took over after {took:?}");
+    plane.apply(&pod("after", "100m", ""));
+    wait_for("the new leader schedules", &|| second.log(), || {
+        node_of(&plane, "after") == "n1"
+    });
 }
