@@ -84,7 +84,8 @@ pub struct NodeInfo {
 }
 
 impl NodeInfo {
-    fn new(node: Arc<Node>) -> NodeInfo {
+    /// The node's info; `images` are reused when they were already worked out for it.
+    fn new(node: Arc<Node>, images: Option<Arc<HashMap<String, i64>>>) -> NodeInfo {
         let allocatable = Resources::from_list(
             node.status
                 .as_ref()
@@ -92,7 +93,7 @@ impl NodeInfo {
         );
         NodeInfo {
             taints: crate::plugins::taints(&node),
-            images: Arc::new(images::on_node(&node)),
+            images: images.unwrap_or_else(|| Arc::new(images::on_node(&node))),
             node,
             allocatable,
             requested: Resources::default(),
@@ -193,6 +194,10 @@ pub struct Nominee {
     pub priority: i32,
 }
 
+fn image_list(node: &Node) -> Option<&Vec<k8s_openapi::api::core::v1::ContainerImage>> {
+    node.status.as_ref()?.images.as_ref()
+}
+
 /// Nodes and the pods placed on them.
 #[derive(Default)]
 pub struct Cache {
@@ -238,21 +243,28 @@ impl Cache {
     /// A node was added or changed.
     pub fn set_node(&mut self, node: Arc<Node>) {
         let name = node.metadata.name.clone().unwrap_or_default();
-        let mut info = NodeInfo::new(node);
-        let images = info.images.clone();
-        self.count_images(&images, true);
         match self.index.get(&name).copied() {
             Some(i) => {
-                let old_images = self.nodes[i].images.clone();
-                self.count_images(&old_images, false);
+                // Heartbeats change a node's status often and its images rarely: only a new
+                // image list is parsed and counted again.
                 let old = &self.nodes[i];
+                let same_images = image_list(&old.node) == image_list(&node);
+                let mut info = NodeInfo::new(node, same_images.then(|| old.images.clone()));
                 info.requested = old.requested.clone();
                 info.nonzero = old.nonzero;
                 info.ports = old.ports.clone();
                 info.pod_count = old.pod_count;
+                if !same_images {
+                    let (before, after) = (old.images.clone(), info.images.clone());
+                    self.count_images(&before, false);
+                    self.count_images(&after, true);
+                }
                 self.nodes[i] = info;
             }
             None => {
+                let mut info = NodeInfo::new(node, None);
+                let images = info.images.clone();
+                self.count_images(&images, true);
                 for placed in self.pods.values().filter(|p| p.node == name) {
                     info.add(&placed.usage);
                 }

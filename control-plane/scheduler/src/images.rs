@@ -122,7 +122,10 @@ mod tests {
                 size_bytes: Some(400 * MB),
             }]);
         }
+        // A heartbeat with the same images leaves the counts as they were.
+        cache.set_node(Arc::new(holder.clone()));
         cache.set_node(Arc::new(holder));
+        assert_eq!(cache.nodes_with_image("docker.io/library/postgres:16"), 1);
         cache.set_node(Arc::new(node("empty", "4", true)));
         let mut p = pod("1");
         if let Some(spec) = p.spec.as_mut() {

@@ -146,18 +146,20 @@ pub fn quantity(resource: &str, milli: i64) -> Quantity {
             format!("{milli}m")
         });
     }
-    let whole = milli / 1000;
     if milli % 1000 != 0 {
         return Quantity(format!("{milli}m"));
     }
-    for (suffix, size) in [
-        ("Ti", 1i64 << 40),
-        ("Gi", 1 << 30),
-        ("Mi", 1 << 20),
-        ("Ki", 1 << 10),
-    ] {
-        if whole != 0 && whole % size == 0 && resource_is_bytes(resource) {
-            return Quantity(format!("{}{suffix}", whole / size));
+    let whole = milli / 1000;
+    if whole != 0 && resource_is_bytes(resource) {
+        for (suffix, size) in [
+            ("Ti", 1i64 << 40),
+            ("Gi", 1 << 30),
+            ("Mi", 1 << 20),
+            ("Ki", 1 << 10),
+        ] {
+            if whole % size == 0 {
+                return Quantity(format!("{}{suffix}", whole / size));
+            }
         }
     }
     Quantity(whole.to_string())

@@ -54,30 +54,57 @@ pub fn validate_scheduling(spec: &Object, path: &str) -> Vec<FieldError> {
     errors
 }
 
+/// The checks of one selector requirement at `at`: a key, a known operator (`operators`;
+/// node selectors add `Gt`/`Lt`), and values as the operator needs them.
+fn validate_requirement(
+    key: &str,
+    operator: &str,
+    values: &[String],
+    operators: &[&str],
+    at: &str,
+    errors: &mut Vec<FieldError>,
+) {
+    if key.is_empty() {
+        errors.push(FieldError::required(format!("{at}.key"), ""));
+    }
+    if !operators.contains(&operator) {
+        errors.push(FieldError::not_supported(
+            format!("{at}.operator"),
+            operator,
+            operators,
+        ));
+        return;
+    }
+    match operator {
+        "In" | "NotIn" if values.is_empty() => errors.push(FieldError::required(
+            format!("{at}.values"),
+            "must be specified when `operator` is 'In' or 'NotIn'",
+        )),
+        "Exists" | "DoesNotExist" if !values.is_empty() => errors.push(FieldError::forbidden(
+            format!("{at}.values"),
+            "may not be specified when `operator` is 'Exists' or 'DoesNotExist'",
+        )),
+        "Gt" | "Lt" if values.len() != 1 || values[0].parse::<i64>().is_err() => {
+            errors.push(FieldError::required(
+                format!("{at}.values"),
+                "must be specified single value when `operator` is 'Lt' or 'Gt'",
+            ))
+        }
+        _ => {}
+    }
+}
+
 /// The checks of a `metav1.LabelSelector` at `path`.
 pub fn validate_label_selector(selector: &LabelSelector, path: &str, errors: &mut Vec<FieldError>) {
     for (i, requirement) in selector.match_expressions.iter().flatten().enumerate() {
-        let at = format!("{path}.matchExpressions[{i}]");
-        if requirement.key.is_empty() {
-            errors.push(FieldError::required(format!("{at}.key"), ""));
-        }
-        let values = requirement.values.as_deref().unwrap_or_default();
-        match requirement.operator.as_str() {
-            "In" | "NotIn" if values.is_empty() => errors.push(FieldError::required(
-                format!("{at}.values"),
-                "must be specified when `operator` is 'In' or 'NotIn'",
-            )),
-            "Exists" | "DoesNotExist" if !values.is_empty() => errors.push(FieldError::forbidden(
-                format!("{at}.values"),
-                "may not be specified when `operator` is 'Exists' or 'DoesNotExist'",
-            )),
-            "In" | "NotIn" | "Exists" | "DoesNotExist" => {}
-            other => errors.push(FieldError::not_supported(
-                format!("{at}.operator"),
-                other,
-                SELECTOR_OPERATORS,
-            )),
-        }
+        validate_requirement(
+            &requirement.key,
+            &requirement.operator,
+            requirement.values.as_deref().unwrap_or_default(),
+            SELECTOR_OPERATORS,
+            &format!("{path}.matchExpressions[{i}]"),
+            errors,
+        );
     }
 }
 
@@ -100,32 +127,14 @@ fn validate_node_requirement(
     at: &str,
     errors: &mut Vec<FieldError>,
 ) {
-    if requirement.key.is_empty() {
-        errors.push(FieldError::required(format!("{at}.key"), ""));
-    }
-    let values = requirement.values.as_deref().unwrap_or_default();
-    match requirement.operator.as_str() {
-        "In" | "NotIn" if values.is_empty() => errors.push(FieldError::required(
-            format!("{at}.values"),
-            "must be specified when `operator` is 'In' or 'NotIn'",
-        )),
-        "Exists" | "DoesNotExist" if !values.is_empty() => errors.push(FieldError::forbidden(
-            format!("{at}.values"),
-            "may not be specified when `operator` is 'Exists' or 'DoesNotExist'",
-        )),
-        "Gt" | "Lt" if values.len() != 1 || values[0].parse::<i64>().is_err() => {
-            errors.push(FieldError::required(
-                format!("{at}.values"),
-                "must be specified single value when `operator` is 'Lt' or 'Gt'",
-            ))
-        }
-        "In" | "NotIn" | "Exists" | "DoesNotExist" | "Gt" | "Lt" => {}
-        other => errors.push(FieldError::not_supported(
-            format!("{at}.operator"),
-            other,
-            NODE_SELECTOR_OPERATORS,
-        )),
-    }
+    validate_requirement(
+        &requirement.key,
+        &requirement.operator,
+        requirement.values.as_deref().unwrap_or_default(),
+        NODE_SELECTOR_OPERATORS,
+        at,
+        errors,
+    );
 }
 
 fn validate_node_term(term: &NodeSelectorTerm, at: &str, errors: &mut Vec<FieldError>) {
