@@ -12,12 +12,17 @@ use crate::cmd;
 
 /// Debian packages the tests and benchmarks need: the real etcd and etcdctl are the store's
 /// compatibility peers and its benchmark baseline; protoc and the protobuf well-known types
-/// build the etcd-client crate that the benchmark's load generator and the tests use.
+/// build the etcd-client crate that the benchmark's load generator and the tests use;
+/// containerd and runc run the kubelet's containers in its end-to-end tests, whose image is
+/// built from busybox-static (no registry is reachable, so images are made locally).
 const APT_PACKAGES: &[&str] = &[
     "etcd-server",
     "etcd-client",
     "protobuf-compiler",
     "libprotobuf-dev",
+    "containerd",
+    "runc",
+    "busybox-static",
 ];
 
 /// The bpf-linker release TOOLCHAIN.md verified against the machine's nightly LLVM.
