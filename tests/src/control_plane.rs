@@ -64,6 +64,9 @@ pub const SCHEDULER: TestUser = TestUser {
     groups: &[],
 };
 
+/// The common name of the API server's client certificate towards kubelets.
+pub const KUBELET_CLIENT: &str = "kube-apiserver-kubelet-client";
+
 /// A running API server; killed and its directory removed on drop.
 pub struct ControlPlane {
     dir: PathBuf,
@@ -181,8 +184,29 @@ impl ControlPlane {
                 .expect("service-account key")
                 .serialize_pem(),
         );
+        // The API server's identity towards kubelets (for `kubectl logs`).
+        let mut kubelet_client =
+            CertificateParams::new(Vec::<String>::new()).expect("kubelet client params");
+        kubelet_client
+            .distinguished_name
+            .push(DnType::CommonName, KUBELET_CLIENT);
+        kubelet_client.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        let kubelet_client_key = KeyPair::generate().expect("kubelet client key");
+        let kubelet_client_cert = kubelet_client
+            .signed_by(&kubelet_client_key, &ca)
+            .expect("kubelet client cert");
+        let kubelet_client_cert = write(&dir, "kubelet-client.pem", kubelet_client_cert.pem());
+        let kubelet_client_key = write(
+            &dir,
+            "kubelet-client-key.pem",
+            kubelet_client_key.serialize_pem(),
+        );
         let mut command = Command::new(binary("basalt-apiserver"));
         command
+            .arg("--kubelet-client-certificate")
+            .arg(&kubelet_client_cert)
+            .arg("--kubelet-client-key")
+            .arg(&kubelet_client_key)
             .arg("--data-dir")
             .arg(dir.join("data"))
             .args(["--bind-address", &ip.to_string(), "--secure-port", "6443"])
@@ -271,6 +295,30 @@ impl ControlPlane {
     /// The cluster CA (PEM file).
     pub fn ca_file(&self) -> PathBuf {
         self.dir.join("ca.pem")
+    }
+
+    /// Issues a serving certificate for `ips` from the cluster CA, written as `NAME.pem` and
+    /// `NAME-key.pem` in the server's directory; returns both paths.
+    pub fn issue_serving_certificate(&self, name: &str, ips: &[Ipv4Addr]) -> (PathBuf, PathBuf) {
+        let ca_key = std::fs::read_to_string(self.dir.join("ca-key.pem")).expect("reading ca key");
+        let ca_pem = std::fs::read_to_string(self.ca_file()).expect("reading ca");
+        let ca =
+            rcgen::Issuer::from_ca_cert_pem(&ca_pem, KeyPair::from_pem(&ca_key).expect("ca key"))
+                .expect("ca");
+        let mut params = CertificateParams::new(Vec::<String>::new()).expect("serving params");
+        params.distinguished_name.push(DnType::CommonName, name);
+        for ip in ips {
+            params
+                .subject_alt_names
+                .push(SanType::IpAddress(IpAddr::V4(*ip)));
+        }
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        let key = KeyPair::generate().expect("serving key");
+        let cert = params.signed_by(&key, &ca).expect("serving cert");
+        (
+            write(&self.dir, &format!("{name}.pem"), cert.pem()),
+            write(&self.dir, &format!("{name}-key.pem"), key.serialize_pem()),
+        )
     }
 
     /// Starts `basalt-controller-manager` against this server as

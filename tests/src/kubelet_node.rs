@@ -71,6 +71,10 @@ impl KubeletNode {
     }
 
     fn start_kubelet(&mut self) {
+        let ip = NODE_IP.parse().expect("node ip");
+        let serving = self
+            .plane
+            .issue_serving_certificate("kubelet-serving", &[ip]);
         let mut command = Command::new(binary("basalt-kubelet"));
         command
             .arg("--kubeconfig")
@@ -84,6 +88,12 @@ impl KubeletNode {
             .arg(self.log_dir())
             .args(["--cgroup-parent", self.cgroup.path()])
             .args(["--cluster-dns", "10.96.0.10"])
+            .arg("--tls-cert-file")
+            .arg(&serving.0)
+            .arg("--tls-private-key-file")
+            .arg(&serving.1)
+            .arg("--client-ca-file")
+            .arg(self.plane.ca_file())
             .env("RUST_LOG", "info");
         self.kubelet = Some(Component::spawn(command, self.dir.join("kubelet.log")));
     }
@@ -113,6 +123,11 @@ impl KubeletNode {
             kubelet.kill();
         }
         self.start_kubelet();
+    }
+
+    /// The kubelet's process id (0 when it is not running).
+    pub fn kubelet_pid(&self) -> u32 {
+        self.kubelet.as_ref().map_or(0, Component::pid)
     }
 
     /// The kubelet's state directory.

@@ -84,7 +84,35 @@ fn pods_run_reach_each_other_restart_and_survive_a_kubelet_restart() {
     );
     assert_eq!(exit, "0");
     let web_log = node.container_log("web", "web");
-    assert!(web_log.contains(" stdout F web up"), "web's log: {web_log}");
+    assert!(
+        web_log.contains(" stdout F web up"),
+        "web's CRI log file: {web_log}"
+    );
+    // kubectl logs goes through the API server to the kubelet.
+    assert_eq!(plane.ok(&["logs", "web"]), "web up\n");
+    assert!(plane.ok(&["logs", "client"]).contains("served-by-web"));
+    let stamped = plane.ok(&["logs", "web", "--timestamps"]);
+    let (time, line) = stamped.trim_end().split_once(' ').expect("a timestamp");
+    assert!(
+        time.parse::<jiff::Timestamp>().is_ok() && line == "web up",
+        "{stamped}"
+    );
+
+    // Only the API server's kubelet client may call the kubelet, not a cluster user.
+    let bob = std::process::Command::new("curl")
+        .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "--cacert"])
+        .arg(plane.ca_file())
+        .arg("--cert")
+        .arg(plane.kubeconfig().with_file_name("bob.pem"))
+        .arg("--key")
+        .arg(plane.kubeconfig().with_file_name("bob-key.pem"))
+        .arg(format!(
+            "https://{}:10250/containerLogs/default/web/web",
+            basalt_tests::kubelet_node::NODE_IP
+        ))
+        .output()
+        .expect("curl");
+    assert_eq!(String::from_utf8_lossy(&bob.stdout), "403");
 
     // A container killed from outside is restarted, and its restartCount rises.
     let id = node.pod_field("web", "{.status.containerStatuses[0].containerID}");
@@ -121,6 +149,7 @@ fn pods_run_reach_each_other_restart_and_survive_a_kubelet_restart() {
         ip,
         "a restart keeps the pod's address"
     );
+    assert_eq!(plane.ok(&["logs", "web", "--previous"]), "web up\n");
 
     // Restarting the kubelet leaves running pods alone.
     let before = node.pod_field("web", "{.status.containerStatuses[0].containerID}");
@@ -247,6 +276,34 @@ spec:
         "stubborn pod took {stubborn:?}"
     );
 
+    // logs -f streams until the container exits; --tail keeps the last lines.
+    plane.ok(&[
+        "run",
+        "counter",
+        "--image",
+        IMAGE,
+        "--restart",
+        "Never",
+        "--",
+        "sh",
+        "-c",
+        "for i in 0 1 2 3 4 5; do echo tick $i; sleep 0.5; done",
+    ]);
+    node.wait_pod(
+        "counter",
+        "{.status.phase}",
+        "Running",
+        Duration::from_secs(60),
+        running,
+    );
+    let followed = plane.ok(&["logs", "-f", "counter"]);
+    let expected: String = (0..6).map(|i| format!("tick {i}\n")).collect();
+    assert_eq!(followed, expected);
+    assert_eq!(
+        plane.ok(&["logs", "counter", "--tail", "2"]),
+        "tick 4\ntick 5\n"
+    );
+
     // An image nobody has: the pod waits with the image named.
     plane.ok(&["run", "nope", "--image", "registry.invalid/nope:1"]);
     let reason = node.wait_pod(
@@ -336,6 +393,78 @@ spec:
         || node.container_log("reader", "c"),
     );
 
+    // A postStart hook runs beside the container's process (as in Kubernetes, with no order
+    // between them); a termination message
+    // and an OOM kill show in the terminated state.
+    plane.apply(&format!(
+        r#"
+apiVersion: v1
+kind: Pod
+metadata: {{name: hooked}}
+spec:
+  containers:
+  - name: c
+    image: {IMAGE}
+    command: ["sh", "-c", "until [ -f /tmp/hook ]; do sleep 0.2; done; cat /tmp/hook; sleep 3600"]
+    lifecycle:
+      postStart: {{exec: {{command: ["sh", "-c", "echo hook ran > /tmp/hook"]}}}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: messenger}}
+spec:
+  restartPolicy: Never
+  containers:
+  - name: c
+    image: {IMAGE}
+    command: ["sh", "-c", "echo goodbye > /dev/termination-log; exit 3"]
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: hog}}
+spec:
+  restartPolicy: Never
+  containers:
+  - name: c
+    image: {IMAGE}
+    command: ["sh", "-c", "head -c 300m /dev/zero | tail"]
+    resources: {{limits: {{memory: 32Mi}}}}
+"#
+    ));
+    node.wait_pod(
+        "hooked",
+        "{.status.phase}",
+        "Running",
+        Duration::from_secs(60),
+        running,
+    );
+    basalt_tests::wait::until(
+        "the postStart hook's file to be read",
+        Duration::from_secs(20),
+        || node.container_log("hooked", "c").contains("hook ran"),
+        || node.logs(),
+    );
+    node.wait_pod(
+        "messenger",
+        "{.status.phase}",
+        "Failed",
+        Duration::from_secs(60),
+        |p| p == "Failed",
+    );
+    let terminated = node.pod_field(
+        "messenger",
+        "{.status.containerStatuses[0].state.terminated.exitCode} {.status.containerStatuses[0].state.terminated.message}",
+    );
+    assert_eq!(terminated.trim_end(), "3 goodbye");
+    let reason = node.wait_pod(
+        "hog",
+        "{.status.containerStatuses[0].state.terminated.reason}",
+        "OOMKilled",
+        Duration::from_secs(60),
+        |r| r == "OOMKilled",
+    );
+    assert_eq!(reason, "OOMKilled");
+
     // A missing ConfigMap key is a config error naming it.
     plane.apply(&format!(
         r#"
@@ -364,4 +493,111 @@ spec:
         "{.status.containerStatuses[0].state.waiting.message}",
     );
     assert!(message.contains("absent"), "{message}");
+}
+
+#[test]
+fn probes_restart_dead_containers_and_gate_readiness() {
+    let node = KubeletNode::start();
+    let plane = &node.plane;
+    plane.ok(&[
+        "create",
+        "service",
+        "clusterip",
+        "ready",
+        "--tcp",
+        "80:8080",
+    ]);
+    plane.apply(&format!(
+        r#"
+apiVersion: v1
+kind: Pod
+metadata: {{name: ready, labels: {{app: ready}}}}
+spec:
+  containers:
+  - name: c
+    image: {IMAGE}
+    command: ["sh", "-c", "touch /tmp/ready; sleep 6; rm /tmp/ready; sleep 3600"]
+    readinessProbe:
+      exec: {{command: ["cat", "/tmp/ready"]}}
+      periodSeconds: 1
+      failureThreshold: 1
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: sick}}
+spec:
+  containers:
+  - name: c
+    image: {IMAGE}
+    command: ["sh", "-c", "mkdir -p /www; echo ok > /www/healthz; httpd -p 8080 -h /www; sleep 4; rm /www/healthz; sleep 3600"]
+    startupProbe:
+      tcpSocket: {{port: 8080}}
+      periodSeconds: 1
+    livenessProbe:
+      httpGet: {{path: /healthz, port: 8080}}
+      periodSeconds: 1
+      failureThreshold: 2
+"#
+    ));
+    let slice_ready = || {
+        String::from_utf8_lossy(
+            &plane
+                .kubectl(&[
+                    "get",
+                    "endpointslices",
+                    "-l",
+                    "kubernetes.io/service-name=ready",
+                    "-o",
+                    "jsonpath={.items[0].endpoints[0].conditions.ready}",
+                ])
+                .stdout,
+        )
+        .into_owned()
+    };
+    node.wait_pod(
+        "ready",
+        "{.status.conditions[?(@.type==\"Ready\")].status}",
+        "Ready",
+        Duration::from_secs(30),
+        |s| s == "True",
+    );
+    basalt_tests::wait::until(
+        "the EndpointSlice to list the ready pod",
+        Duration::from_secs(20),
+        || slice_ready() == "true",
+        || node.logs(),
+    );
+    // The probe fails once the file is gone: the pod turns unready and leaves the slice's
+    // ready endpoints, without a restart.
+    node.wait_pod(
+        "ready",
+        "{.status.conditions[?(@.type==\"Ready\")].status}",
+        "not Ready",
+        Duration::from_secs(30),
+        |s| s == "False",
+    );
+    basalt_tests::wait::until(
+        "the EndpointSlice to mark it not ready",
+        Duration::from_secs(20),
+        || slice_ready() == "false",
+        || node.logs(),
+    );
+    assert_eq!(
+        node.pod_field("ready", "{.status.containerStatuses[0].restartCount}"),
+        "0"
+    );
+
+    // The liveness probe fails once /healthz is gone, and the container is restarted.
+    node.wait_pod(
+        "sick",
+        "{.status.containerStatuses[0].restartCount}",
+        "a restart",
+        Duration::from_secs(40),
+        |c| c.parse::<u32>().is_ok_and(|n| n >= 1),
+    );
+    assert!(
+        node.logs().contains("Liveness probe failed"),
+        "{}",
+        node.logs()
+    );
 }

@@ -1,5 +1,6 @@
-//! `cargo xtask bench store|apiserver|scheduler [ARGS]`: the store benchmark against etcd, and
-//! the API server and scheduler benchmarks against the targets, recorded.
+//! `cargo xtask bench store|apiserver|scheduler|podstart [ARGS]`: the store benchmark against
+//! etcd, the kubelet's pod start against `ctr run`, and the API server and scheduler benchmarks
+//! against the targets, recorded.
 //!
 //! Builds the release binaries (benchmarks of a debug build measure the wrong thing), then runs
 //! `store-bench`, `apiserver-bench` or `scheduler-bench` from the workspace root with ARGS. Unless ARGS name a `--markdown` file, the
@@ -17,14 +18,27 @@ const RECORD: &str = "docs/benchmarks.md";
 
 pub fn run(args: &[String]) -> Result<()> {
     let Some((what, rest)) = args.split_first() else {
-        bail!("usage: cargo xtask bench store|apiserver|scheduler [ARGS]");
+        bail!("usage: cargo xtask bench store|apiserver|scheduler|podstart [ARGS]");
     };
     match what.as_str() {
         "store" => bench("store", &["store-server"], rest),
         "apiserver" => bench("apiserver", &["apiserver"], rest),
         "scheduler" => bench("scheduler", &["apiserver", "scheduler"], rest),
+        "podstart" => bench(
+            "podstart",
+            &[
+                "apiserver",
+                "controllers",
+                "scheduler",
+                "kubelet",
+                "container-log",
+            ],
+            rest,
+        ),
         other => {
-            bail!("unknown benchmark {other:?}; there are `store`, `apiserver` and `scheduler`")
+            bail!(
+                "unknown benchmark {other:?}; there are `store`, `apiserver`, `scheduler` and `podstart`"
+            )
         }
     }
 }

@@ -27,6 +27,8 @@ commands:
                         (--no-record: don't append; --help: the benchmark's own flags)
   bench apiserver [ARGS] the API server against the issue's targets, recorded the same way
   bench scheduler [ARGS] the scheduler: 1,000 nodes, 10,000 pods, pods/s and p99 to binding
+  bench podstart [ARGS]  the kubelet: create → Running for 1, 10, 50 pods beside `ctr run --rm`,
+                        and its CPU and RSS with 100 pods
 ";
 
 fn main() -> Result<()> {

@@ -5,7 +5,8 @@
 //! - [`pods`]: the watch on this node's pods and one worker per pod.
 //! - [`runtime`]: containerd's API (images, containers, tasks, events).
 //! - [`spec`]: a container's OCI runtime spec.
-//! - [`logs`]: the CRI-format log writer containerd's shims run.
+//! - [`logs`]: how containerd's shims are told to run the log writer (`basalt-container-log`).
+//! - [`server`]: the kubelet's HTTPS API (port 10250) for the API server.
 //! - [`cgroups`]: removal of pods' cgroups.
 //!
 //! Pod networking is the `podnet` crate.
@@ -15,4 +16,5 @@ pub mod logs;
 pub mod node;
 pub mod pods;
 pub mod runtime;
+pub mod server;
 pub mod spec;

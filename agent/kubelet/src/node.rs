@@ -29,6 +29,8 @@ pub struct Facts {
     pub runtime_version: String,
     /// Pods it takes at most.
     pub max_pods: u32,
+    /// The kubelet API's port.
+    pub port: u16,
 }
 
 fn read(path: &str) -> String {
@@ -104,7 +106,7 @@ pub fn status(facts: &Facts, root_dir: &Path) -> Value {
             condition("DiskPressure", "False", "KubeletHasNoDiskPressure", "kubelet has no disk pressure", &now),
             condition("PIDPressure", "False", "KubeletHasSufficientPID", "kubelet has sufficient PID available", &now),
         ],
-        "daemonEndpoints": {"kubeletEndpoint": {"Port": 10250}},
+        "daemonEndpoints": {"kubeletEndpoint": {"Port": facts.port}},
         "nodeInfo": {
             "machineID": read("/etc/machine-id"),
             "systemUUID": read("/sys/class/dmi/id/product_uuid"),

@@ -1,5 +1,4 @@
-//! `basalt-kubelet`: the node agent. Run as `basalt-kubelet container-log PATH` it is instead
-//! the logging binary containerd's shims start for each container.
+//! `basalt-kubelet`: the node agent.
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
@@ -16,7 +15,7 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 
 use kubelet::pods::{self, Dns};
 use kubelet::runtime::Runtime;
-use kubelet::{logs, node};
+use kubelet::{node, server};
 
 /// Basalt's kubelet.
 #[derive(Parser)]
@@ -52,19 +51,35 @@ struct Args {
     /// The cluster's DNS domain.
     #[arg(long, default_value = "cluster.local")]
     cluster_domain: String,
+    /// The log writer containerd's shims run per container (default: `basalt-container-log`
+    /// beside this program).
+    #[arg(long)]
+    container_log_program: Option<PathBuf>,
     /// How many pods the node takes.
     #[arg(long, default_value_t = 110)]
     max_pods: u32,
+    /// The kubelet API's serving certificate (its SANs must include the node's address).
+    #[arg(long, requires_all = ["tls_private_key_file", "client_ca_file"])]
+    tls_cert_file: Option<PathBuf>,
+    /// The serving certificate's key.
+    #[arg(long, requires = "tls_cert_file")]
+    tls_private_key_file: Option<PathBuf>,
+    /// The CA that clients' certificates must chain to (the cluster CA).
+    #[arg(long, requires = "tls_cert_file")]
+    client_ca_file: Option<PathBuf>,
+    /// The kubelet API's port.
+    #[arg(long, default_value_t = 10250)]
+    port: u16,
+    /// Users (client certificate common names) allowed to call the kubelet API.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "kube-apiserver-kubelet-client"
+    )]
+    authorized_users: Vec<String>,
 }
 
 fn main() -> Result<()> {
-    let argv: Vec<String> = std::env::args().collect();
-    if argv.get(1).map(String::as_str) == Some("container-log") {
-        let path = argv
-            .get(2)
-            .context("usage: basalt-kubelet container-log PATH")?;
-        return logs::run_writer(std::path::Path::new(path)).context("writing container logs");
-    }
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
@@ -101,11 +116,32 @@ async fn run(args: Args) -> Result<()> {
     std::fs::create_dir_all(&args.root_dir)
         .with_context(|| format!("creating {}", args.root_dir.display()))?;
 
+    if let (Some(cert), Some(key), Some(ca)) = (
+        &args.tls_cert_file,
+        &args.tls_private_key_file,
+        &args.client_ca_file,
+    ) {
+        let tls = server::tls_config(cert, key, ca)?;
+        let api = Arc::new(server::Server::new(
+            runtime.clone(),
+            args.authorized_users.clone(),
+        ));
+        let address = std::net::SocketAddr::from((args.node_ip, args.port));
+        tokio::spawn(async move {
+            if let Err(error) = api.serve(address, tls).await {
+                tracing::error!(%error, "the kubelet API stopped");
+            }
+        });
+    } else {
+        tracing::warn!("no --tls-cert-file: the kubelet API (logs for kubectl) is not served");
+    }
+
     let facts = node::Facts {
         name: name.clone(),
         address: args.node_ip,
         runtime_version: runtime.version().await?,
         max_pods: args.max_pods,
+        port: args.port,
     };
     let nodes: Api<Node> = Api::all(client.clone());
     node::register(&nodes, &facts, &args.root_dir).await?;
@@ -138,7 +174,12 @@ async fn run(args: Args) -> Result<()> {
         root_dir: args.root_dir.clone(),
         log_dir: args.pod_log_dir.clone(),
         cgroup_parent: args.cgroup_parent.trim_end_matches('/').to_string(),
-        program: std::env::current_exe().context("finding this program's path")?,
+        log_program: match &args.container_log_program {
+            Some(program) => program.clone(),
+            None => std::env::current_exe()
+                .context("finding this program's path")?
+                .with_file_name("basalt-container-log"),
+        },
         dns: Dns {
             server: args.cluster_dns.map(|ip| ip.to_string()),
             domain: args.cluster_domain.clone(),

@@ -5,7 +5,9 @@
 
 mod env;
 mod files;
+mod hooks;
 mod instances;
+mod probes;
 mod status;
 mod worker;
 
@@ -24,7 +26,12 @@ use tokio::sync::{Notify, mpsc, watch};
 
 pub use files::Dns;
 
-use crate::runtime::Runtime;
+/// The containerd labels that tie a container to its pod, for readers outside the workers.
+pub(crate) mod labels {
+    pub(crate) use super::instances::{ATTEMPT, CONTAINER, LOG_PATH, POD_NAME, POD_NAMESPACE};
+}
+
+use crate::runtime::{Runtime, TaskEvent};
 
 /// What every pod worker shares.
 pub struct Context {
@@ -44,8 +51,8 @@ pub struct Context {
     pub log_dir: PathBuf,
     /// The cgroup all pods live under.
     pub cgroup_parent: String,
-    /// This program, which containerd's shims run as the logging binary.
-    pub program: PathBuf,
+    /// The log writer containerd's shims run for each container.
+    pub log_program: PathBuf,
     /// Cluster DNS settings.
     pub dns: Dns,
 }
@@ -60,7 +67,7 @@ pub async fn run(ctx: Arc<Context>) -> Result<()> {
     let pods: Api<Pod> = Api::all(ctx.client.clone());
     let config = watcher::Config::default().fields(&format!("spec.nodeName={}", ctx.node_name));
     let mut events = std::pin::pin!(watcher::watcher(pods, config).default_backoff());
-    let (exits_tx, mut exits) = mpsc::channel::<String>(256);
+    let (exits_tx, mut exits) = mpsc::channel::<TaskEvent>(256);
     tokio::spawn(forward_exits(ctx.runtime.clone(), exits_tx));
     let (done_tx, mut done) = mpsc::unbounded_channel::<String>();
     let mut workers: HashMap<String, Handle> = HashMap::new();
@@ -101,7 +108,20 @@ pub async fn run(ctx: Arc<Context>) -> Result<()> {
                     }
                 }
             }
-            Some(container) = exits.recv() => {
+            Some(event) = exits.recv() => {
+                let container = match event {
+                    TaskEvent::Exit(id) => id,
+                    TaskEvent::Oom(id) => {
+                        // Recorded before the exit is reaped, so the exit reads OOMKilled.
+                        if let Err(error) = ctx
+                            .runtime
+                            .set_labels(&id, HashMap::from([(instances::OOM_KILLED.to_string(), "true".to_string())]))
+                            .await {
+                            tracing::warn!(container = %id, %error, "recording an OOM kill");
+                        }
+                        id
+                    }
+                };
                 if let Ok(found) = ctx.runtime.containers(&[]).await
                     && let Some(uid) = found
                         .iter()
@@ -168,10 +188,10 @@ async fn orphans(
         .collect()
 }
 
-/// Forwards containerd's exit events, resubscribing when the stream breaks.
-async fn forward_exits(runtime: Runtime, exits: mpsc::Sender<String>) {
+/// Forwards containerd's task events, resubscribing when the stream breaks.
+async fn forward_exits(runtime: Runtime, exits: mpsc::Sender<TaskEvent>) {
     loop {
-        match runtime.exits().await {
+        match runtime.events().await {
             Ok(stream) => {
                 let mut stream = std::pin::pin!(stream);
                 while let Some(container) = stream.next().await {

@@ -8,6 +8,7 @@ use k8s_openapi::api::core::v1::{Container, Pod};
 use serde_json::{Value, json};
 
 use super::instances::{self, Instance, State};
+use super::probes::ProbeState;
 
 /// Why a container is not running, when the worker knows.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -26,6 +27,8 @@ pub struct Inputs<'a> {
     pub instances: &'a [Instance],
     /// Waiting reasons of containers not running, by name.
     pub waiting: &'a HashMap<String, Waiting>,
+    /// What the probes of running containers found, by name (absent: no probes).
+    pub probes: &'a HashMap<String, ProbeState>,
     /// The pod's IP, once it has one.
     pub pod_ip: Option<String>,
     /// The node's IP.
@@ -43,17 +46,28 @@ fn terminated(instance: &Instance) -> Option<Value> {
         code,
         started,
         finished,
+        message,
+        oom_killed,
     } = &instance.state
     else {
         return None;
     };
-    let reason = if *code == 0 { "Completed" } else { "Error" };
+    let reason = if *oom_killed {
+        "OOMKilled"
+    } else if *code == 0 {
+        "Completed"
+    } else {
+        "Error"
+    };
     let mut terminated = json!({
         "exitCode": code, "reason": reason, "finishedAt": time(finished),
         "containerID": format!("containerd://{}", instance.id),
     });
     if let Some(started) = started {
         terminated["startedAt"] = json!(time(started));
+    }
+    if !message.is_empty() {
+        terminated["message"] = json!(message);
     }
     Some(json!({"terminated": terminated}))
 }
@@ -79,9 +93,13 @@ fn container_status(container: &Container, inputs: &Inputs, init: bool) -> Value
     });
     status["state"] = match (running, waiting, latest) {
         (Some(started), _, _) => {
-            status["started"] = json!(true);
-            // Without readiness probes a running container is ready.
-            status["ready"] = json!(!init);
+            let probed = inputs.probes.get(&container.name);
+            let has_started = probed.is_none_or(|p| p.started);
+            status["started"] = json!(has_started);
+            // Without a readiness probe a running (and started) container is ready.
+            let sidecar = container.restart_policy.as_deref() == Some("Always");
+            status["ready"] =
+                json!((!init || sidecar) && has_started && probed.is_none_or(|p| p.ready));
             json!({"running": {"startedAt": time(started)}})
         }
         (None, Some(waiting), latest) => {

@@ -19,7 +19,9 @@ use tokio::sync::{Notify, watch};
 use super::Context;
 use super::env::{self, Sources};
 use super::files::{self, Prepared};
+use super::hooks;
 use super::instances::{self, Instance, State};
+use super::probes::{self, ProbeState, Prober};
 use super::status::{self, Waiting};
 use crate::runtime::{self, ImageConfig};
 use crate::spec::{self, BindMount};
@@ -69,6 +71,9 @@ pub struct Worker {
     waiting: HashMap<String, Waiting>,
     pod_ip: Option<String>,
     reported: Option<Value>,
+    /// Probe tasks by containerd ID of the instance they probe.
+    probers: HashMap<String, Prober>,
+    wake: Arc<Notify>,
 }
 
 /// Runs pod `uid`'s worker until the pod is gone and cleaned up.
@@ -86,6 +91,8 @@ pub async fn run(
         waiting: HashMap::new(),
         pod_ip: None,
         reported: None,
+        probers: HashMap::new(),
+        wake: Arc::clone(&wake),
     };
     loop {
         let pod = pods.borrow_and_update().clone();
@@ -158,7 +165,7 @@ fn meta(pod: &Pod) -> (String, String) {
 impl Worker {
     async fn sync(&mut self, pod: Option<&Pod>) -> Result<Outcome> {
         let Some(pod) = pod else {
-            self.tear_down(VANISHED_GRACE).await?;
+            self.tear_down(None, VANISHED_GRACE).await?;
             return Ok(Outcome::Gone);
         };
         if pod.metadata.deletion_timestamp.is_some() {
@@ -171,7 +178,8 @@ impl Worker {
                     .and_then(|s| s.termination_grace_period_seconds))
                 .unwrap_or(30)
                 .max(0) as u64;
-            self.tear_down(Duration::from_secs(grace)).await?;
+            self.tear_down(Some(pod), Duration::from_secs(grace))
+                .await?;
             self.finish_deletion(pod).await?;
             return Ok(Outcome::Again(RESYNC));
         }
@@ -320,7 +328,8 @@ impl Worker {
                     .await?;
             }
         }
-        self.report(pod, &instances, phase).await?;
+        let probed = self.probe(pod, &instances).await?;
+        self.report(pod, &instances, &probed, phase).await?;
         Ok(Outcome::Again(after))
     }
 
@@ -340,6 +349,7 @@ impl Worker {
                 code,
                 started,
                 finished,
+                ..
             } => {
                 let restart = rule == "Always" || (rule == "OnFailure" && *code != 0);
                 if !restart {
@@ -646,6 +656,29 @@ impl Worker {
             });
         }
         let id = instances::container_id(&self.uid, &container.name, attempt);
+        let termination_log = self
+            .ctx
+            .root_dir
+            .join("pods")
+            .join(&self.uid)
+            .join("containers")
+            .join(&container.name)
+            .join(format!("{attempt}-termination-log"));
+        if let Some(dir) = termination_log.parent() {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| config_error(format!("creating {}: {e}", dir.display())))?;
+        }
+        std::fs::write(&termination_log, b"")
+            .map_err(|e| config_error(format!("creating {}: {e}", termination_log.display())))?;
+        mounts.push(BindMount {
+            source: termination_log.clone(),
+            destination: container
+                .termination_message_path
+                .clone()
+                .filter(|p| !p.is_empty())
+                .unwrap_or_else(|| "/dev/termination-log".into()),
+            read_only: false,
+        });
         let cgroup = format!("{}/pod{}/{id}", self.ctx.cgroup_parent, self.uid);
         let inputs = spec::Inputs {
             pod,
@@ -678,6 +711,15 @@ impl Worker {
                 log_path.display().to_string(),
             ),
             (instances::STARTED.to_string(), Timestamp::now().to_string()),
+            (
+                instances::TERMINATION_LOG.to_string(),
+                termination_log.display().to_string(),
+            ),
+            (
+                instances::FALLBACK_TO_LOGS.to_string(),
+                (container.termination_message_policy.as_deref() == Some("FallbackToLogsOnError"))
+                    .to_string(),
+            ),
         ]);
         let run_error = |error: runtime::Error| Waiting {
             reason: "RunContainerError".into(),
@@ -688,10 +730,34 @@ impl Worker {
             .create_container(&id, &image, &spec, labels)
             .await
             .map_err(run_error)?;
-        let uri = crate::logs::uri(&self.ctx.program, &log_path);
+        let uri = crate::logs::uri(&self.ctx.log_program, &log_path);
         if let Err(error) = self.ctx.runtime.start(&id, &uri).await {
             let _ = self.ctx.runtime.remove_container(&id).await;
             return Err(run_error(error));
+        }
+        let grace = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.termination_grace_period_seconds)
+            .unwrap_or(30)
+            .max(1) as u64;
+        let pod_ip = self.pod_ip.as_deref().and_then(|ip| ip.parse().ok());
+        if let Err(message) = hooks::run(
+            &self.ctx.runtime,
+            container,
+            &id,
+            pod_ip,
+            hooks::Hook::PostStart,
+            Duration::from_secs(grace),
+        )
+        .await
+        {
+            // A container whose postStart hook failed is killed; its restart policy decides.
+            let _ = self.ctx.runtime.kill(&id, nix::libc::SIGKILL).await;
+            return Err(Waiting {
+                reason: "PostStartHookError".into(),
+                message,
+            });
         }
         tracing::info!(pod = %self.uid, container = %container.name, attempt, "container started");
         // Only the newest two instances are kept: the running one and the last exited.
@@ -711,11 +777,108 @@ impl Worker {
         Ok(())
     }
 
+    /// Keeps a probe task on every running container that has probes, and kills those whose
+    /// liveness or startup probe gave up (the restart policy then restarts them). Returns
+    /// what the probes found, by container name.
+    async fn probe(
+        &mut self,
+        pod: &Pod,
+        instances: &[Instance],
+    ) -> Result<HashMap<String, ProbeState>> {
+        let spec = pod.spec.clone().unwrap_or_default();
+        let containers: Vec<&Container> = spec
+            .containers
+            .iter()
+            .chain(
+                spec.init_containers
+                    .iter()
+                    .flatten()
+                    .filter(|c| c.restart_policy.as_deref() == Some("Always")),
+            )
+            .collect();
+        let running: HashMap<&str, &Instance> = instances
+            .iter()
+            .filter(|i| i.running())
+            .map(|i| (i.id.as_str(), i))
+            .collect();
+        self.probers
+            .retain(|id, _| running.contains_key(id.as_str()));
+        let pod_ip = self.pod_ip.as_deref().and_then(|ip| ip.parse().ok());
+        let mut found = HashMap::new();
+        for container in containers.iter().filter(|c| probes::has_probes(c)) {
+            let (Some(latest), _) = instances::latest(instances, &container.name) else {
+                continue;
+            };
+            if !latest.running() {
+                continue;
+            }
+            let Some(pod_ip) = pod_ip else { continue };
+            let prober = self.probers.entry(latest.id.clone()).or_insert_with(|| {
+                probes::start(
+                    probes::Target {
+                        runtime: self.ctx.runtime.clone(),
+                        container_id: latest.id.clone(),
+                        pod_ip,
+                        container: (*container).clone(),
+                    },
+                    Arc::clone(&self.wake),
+                )
+            });
+            let state = prober.state();
+            if let Some(reason) = &state.failed {
+                tracing::info!(pod = %self.uid, container = %container.name, %reason, "container will be restarted");
+                let grace = spec.termination_grace_period_seconds.unwrap_or(30).max(0) as u64;
+                self.kill_gracefully(container, &latest.id, Duration::from_secs(grace));
+                self.probers.remove(&latest.id);
+            }
+            found.insert(container.name.clone(), state);
+        }
+        Ok(found)
+    }
+
+    /// preStop hook and SIGTERM, then SIGKILL once `grace` is over if it still runs — in the
+    /// background: the worker must not stall on one container.
+    fn kill_gracefully(&self, container: &Container, id: &str, grace: Duration) {
+        let (runtime, id, container) =
+            (self.ctx.runtime.clone(), id.to_string(), container.clone());
+        let pod_ip = self.pod_ip.as_deref().and_then(|ip| ip.parse().ok());
+        tokio::spawn(async move {
+            let deadline = tokio::time::Instant::now() + grace;
+            if let Err(error) = hooks::run(
+                &runtime,
+                &container,
+                &id,
+                pod_ip,
+                hooks::Hook::PreStop,
+                grace,
+            )
+            .await
+            {
+                tracing::info!(container = %container.name, %error, "preStop hook");
+            }
+            let _ = runtime.kill(&id, nix::libc::SIGTERM).await;
+            tokio::time::sleep_until(deadline).await;
+            if matches!(
+                runtime.task(&id).await,
+                Ok(Some(runtime::TaskState::Running { .. }))
+            ) {
+                let _ = runtime.kill(&id, nix::libc::SIGKILL).await;
+            }
+        });
+    }
+
     /// Patches the pod's status when it changed.
-    async fn report(&mut self, pod: &Pod, instances: &[Instance], phase: &str) -> Result<()> {
+    async fn report(
+        &mut self,
+        pod: &Pod,
+        instances: &[Instance],
+        probed: &HashMap<String, ProbeState>,
+        phase: &str,
+    ) -> Result<()> {
         let inputs = status::Inputs {
             pod,
             instances,
+            probes: probed,
             waiting: &self.waiting,
             pod_ip: self.pod_ip.clone(),
             host_ip: self.ctx.node_ip.clone(),
@@ -738,19 +901,50 @@ impl Worker {
         Ok(())
     }
 
-    /// Stops the pod's containers (SIGTERM, then SIGKILL after `grace`) and removes them, its
-    /// network, files, logs and cgroup.
-    async fn tear_down(&mut self, grace: Duration) -> Result<()> {
+    /// Stops the pod's containers (preStop hooks, SIGTERM, then SIGKILL once `grace` is
+    /// over) and removes them, its network, files, logs and cgroup.
+    async fn tear_down(&mut self, pod: Option<&Pod>, grace: Duration) -> Result<()> {
+        self.probers.clear();
         let runtime = &self.ctx.runtime;
         let running: Vec<Instance> = instances::of_pod(runtime, &self.uid)
             .await?
             .into_iter()
             .filter(|i| i.running())
             .collect();
+        let deadline = tokio::time::Instant::now() + grace;
+        let pod_ip = self.pod_ip.as_deref().and_then(|ip| ip.parse().ok());
+        let containers: Vec<Container> = pod
+            .and_then(|p| p.spec.as_ref())
+            .map(|s| {
+                s.containers
+                    .iter()
+                    .chain(s.init_containers.iter().flatten())
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default();
+        let uid = &self.uid;
+        let stops = running.iter().filter_map(|instance| {
+            let container = containers.iter().find(|c| c.name == instance.name)?;
+            Some(async move {
+                if let Err(error) = hooks::run(
+                    runtime,
+                    container,
+                    &instance.id,
+                    pod_ip,
+                    hooks::Hook::PreStop,
+                    grace,
+                )
+                .await
+                {
+                    tracing::info!(pod = %uid, container = %instance.name, %error, "preStop hook");
+                }
+            })
+        });
+        futures::future::join_all(stops).await;
         for instance in &running {
             runtime.kill(&instance.id, nix::libc::SIGTERM).await?;
         }
-        let deadline = tokio::time::Instant::now() + grace;
         loop {
             let mut alive = Vec::new();
             for instance in &running {

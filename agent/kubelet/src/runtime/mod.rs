@@ -3,6 +3,7 @@
 //! kubelet's containerd namespace. This module knows nothing of pods: it takes and returns
 //! containerd's own terms, and [`crate::pods`] maps pods onto them.
 
+mod exec;
 mod image;
 
 use std::collections::HashMap;
@@ -25,6 +26,7 @@ use prost::Message;
 use tonic::transport::Channel;
 use tonic::{Code, Request};
 
+pub use exec::ExecOutcome;
 pub use image::{ImageConfig, normalize as normalize_image};
 
 /// The snapshotter every container's root filesystem comes from.
@@ -75,6 +77,15 @@ impl Error {
     pub fn is_not_found(&self) -> bool {
         matches!(self, Error::Rpc { status, .. } if status.code() == Code::NotFound)
     }
+}
+
+/// Something that happened to a task.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TaskEvent {
+    /// Container `0`'s task exited.
+    Exit(String),
+    /// The kernel's OOM killer killed a process of container `0`.
+    Oom(String),
 }
 
 /// A task's state as containerd reports it.
@@ -292,16 +303,18 @@ impl Runtime {
         }
     }
 
-    /// Replaces container `id`'s labels.
-    pub async fn set_labels(&self, mut container: Container) -> Result<(), Error> {
-        let id = container.id.clone();
-        container.spec = None;
+    /// Sets `labels` on container `id`, leaving its other labels as they are (each label is
+    /// its own field in the update, so concurrent updates of different labels never clash).
+    pub async fn set_labels(&self, id: &str, labels: HashMap<String, String>) -> Result<(), Error> {
+        let paths = labels.keys().map(|key| format!("labels.{key}")).collect();
         ContainersClient::new(self.channel.clone())
             .update(self.request(UpdateContainerRequest {
-                container: Some(container),
-                update_mask: Some(prost_types::FieldMask {
-                    paths: vec!["labels".to_string()],
+                container: Some(Container {
+                    id: id.to_string(),
+                    labels,
+                    ..Default::default()
                 }),
+                update_mask: Some(prost_types::FieldMask { paths }),
             }))
             .await
             .map_err(Error::rpc(format!("labelling {id}")))?;
@@ -343,21 +356,30 @@ impl Runtime {
         Ok(())
     }
 
-    /// The IDs of containers whose task exited, as containerd reports the exits.
-    pub async fn exits(&self) -> Result<impl Stream<Item = String> + use<>, Error> {
+    /// Task exits and OOM kills, as containerd reports them.
+    pub async fn events(&self) -> Result<impl Stream<Item = TaskEvent> + use<>, Error> {
         let namespace = self.namespace.clone();
         let events = EventsClient::new(self.channel.clone())
             .subscribe(SubscribeRequest {
-                filters: vec![format!("namespace=={namespace},topic==\"/tasks/exit\"")],
+                filters: vec![
+                    format!("namespace=={namespace},topic==\"/tasks/exit\""),
+                    format!("namespace=={namespace},topic==\"/tasks/oom\""),
+                ],
             })
             .await
-            .map_err(Error::rpc("subscribing to task exits"))?
+            .map_err(Error::rpc("subscribing to task events"))?
             .into_inner();
         Ok(events.filter_map(|envelope| async move {
-            let event = envelope.ok()?.event?;
-            containerd_client::events::TaskExit::decode(event.value.as_slice())
-                .ok()
-                .map(|exit| exit.container_id)
+            let envelope = envelope.ok()?;
+            let event = envelope.event?;
+            match envelope.topic.as_str() {
+                "/tasks/oom" => containerd_client::events::TaskOom::decode(event.value.as_slice())
+                    .ok()
+                    .map(|oom| TaskEvent::Oom(oom.container_id)),
+                _ => containerd_client::events::TaskExit::decode(event.value.as_slice())
+                    .ok()
+                    .map(|exit| TaskEvent::Exit(exit.container_id)),
+            }
         }))
     }
 }

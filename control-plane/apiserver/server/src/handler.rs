@@ -54,6 +54,8 @@ pub struct Call<'a> {
     pub body: Bytes,
     /// The tolerations new pods get unless they say otherwise.
     pub default_tolerations: &'a crate::tolerations::DefaultTolerations,
+    /// How pod logs are fetched from kubelets.
+    pub kubelet: Option<&'a crate::pod_logs::KubeletClient>,
 }
 
 impl Call<'_> {
@@ -260,7 +262,7 @@ pub async fn handle(
         if !allowed
             || !matches!(
                 sub.as_str(),
-                "status" | "finalize" | "scale" | "token" | "binding" | "approval"
+                "status" | "finalize" | "scale" | "token" | "binding" | "approval" | "log"
             )
         {
             return Err(ApiError::method_not_allowed(format!(
@@ -295,6 +297,16 @@ pub async fn handle(
     match sub {
         Some("scale") => return scale(registry, &resource, &call, name).await,
         Some("token") => return crate::token::request(registry, &resource, &call, name).await,
+        Some("log") => {
+            return crate::pod_logs::logs(
+                call.kubelet,
+                registry,
+                ns.unwrap_or_default(),
+                name,
+                call.query,
+            )
+            .await;
+        }
         Some("binding") => {
             let body = call.object_body()?;
             if call.write_options()?.dry_run {

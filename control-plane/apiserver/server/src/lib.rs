@@ -15,6 +15,7 @@ pub mod limits;
 pub mod metrics;
 pub mod patch;
 pub mod pki;
+pub mod pod_logs;
 pub mod priority;
 pub mod request;
 pub mod response;
@@ -60,6 +61,8 @@ pub struct ApiServer {
     /// The address clients reach it at (for `/api`'s serverAddressByClientCIDRs).
     address: String,
     default_tolerations: tolerations::DefaultTolerations,
+    /// How `kubectl logs` reaches kubelets (none: logs are refused with a clear error).
+    kubelet: Option<pod_logs::KubeletClient>,
 }
 
 impl ApiServer {
@@ -82,6 +85,7 @@ impl ApiServer {
             metrics: metrics::Metrics::new(),
             address,
             default_tolerations: tolerations::DefaultTolerations::default(),
+            kubelet: None,
         }
     }
 
@@ -91,6 +95,12 @@ impl ApiServer {
         defaults: tolerations::DefaultTolerations,
     ) -> ApiServer {
         self.default_tolerations = defaults;
+        self
+    }
+
+    /// Reaches kubelets (for `pods/log`) with `client`.
+    pub fn with_kubelet_client(mut self, client: pod_logs::KubeletClient) -> ApiServer {
+        self.kubelet = Some(client);
         self
     }
 
@@ -272,6 +282,7 @@ impl ApiServer {
             content_type: &content_type,
             body,
             default_tolerations: &self.default_tolerations,
+            kubelet: self.kubelet.as_ref(),
         };
         handler::handle(&self.registry, resource, call).await
     }

@@ -83,6 +83,15 @@ struct Args {
     #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(i64).range(0..))]
     default_unreachable_toleration_seconds: i64,
     /// Log filter (tracing's EnvFilter syntax).
+    /// The client certificate the API server presents to kubelets (for `kubectl logs`).
+    #[arg(long, requires = "kubelet_client_key")]
+    kubelet_client_certificate: Option<PathBuf>,
+    /// The key of `--kubelet-client-certificate`.
+    #[arg(long, requires = "kubelet_client_certificate")]
+    kubelet_client_key: Option<PathBuf>,
+    /// The CA kubelets' serving certificates must chain to (default: the client CA).
+    #[arg(long)]
+    kubelet_certificate_authority: Option<PathBuf>,
     #[arg(long, default_value = "info")]
     log_level: String,
 }
@@ -107,7 +116,7 @@ async fn main() -> Result<()> {
             Encryption::from_yaml(&text).with_context(|| format!("loading {}", path.display()))
         })
         .transpose()?;
-    let (tls, pki_signing_key) = serving_tls(&args, addr)?;
+    let (tls, pki_signing_key, client_ca) = serving_tls(&args, addr)?;
     let signing_key = args
         .service_account_signing_key_file
         .clone()
@@ -171,14 +180,21 @@ async fn main() -> Result<()> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("listening on {addr}"))?;
-    let server = Arc::new(
-        ApiServer::new(registry, access, definitions, addr.to_string()).with_default_tolerations(
-            apiserver::tolerations::DefaultTolerations {
-                not_ready_seconds: args.default_not_ready_toleration_seconds,
-                unreachable_seconds: args.default_unreachable_toleration_seconds,
-            },
-        ),
-    );
+    let mut server = ApiServer::new(registry, access, definitions, addr.to_string())
+        .with_default_tolerations(apiserver::tolerations::DefaultTolerations {
+            not_ready_seconds: args.default_not_ready_toleration_seconds,
+            unreachable_seconds: args.default_unreachable_toleration_seconds,
+        });
+    if let (Some(cert), Some(key)) = (&args.kubelet_client_certificate, &args.kubelet_client_key) {
+        let ca = args
+            .kubelet_certificate_authority
+            .clone()
+            .unwrap_or_else(|| client_ca.clone());
+        let client = apiserver::pod_logs::KubeletClient::new(cert, key, &ca)
+            .context("the kubelet client certificate")?;
+        server = server.with_kubelet_client(client);
+    }
+    let server = Arc::new(server);
     tracing::info!(%addr, "serving the Kubernetes API");
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
@@ -195,8 +211,11 @@ async fn main() -> Result<()> {
 }
 
 /// The TLS configuration from the given files, or from a PKI created in `--pki-dir` (with the
-/// service-account signing key it holds).
-fn serving_tls(args: &Args, addr: SocketAddr) -> Result<(rustls::ServerConfig, Option<PathBuf>)> {
+/// service-account signing key it holds), and the client CA file.
+fn serving_tls(
+    args: &Args,
+    addr: SocketAddr,
+) -> Result<(rustls::ServerConfig, Option<PathBuf>, PathBuf)> {
     let (cert, key, client_ca, signing_key) = match (
         &args.tls_cert_file,
         &args.tls_private_key_file,
@@ -220,7 +239,7 @@ fn serving_tls(args: &Args, addr: SocketAddr) -> Result<(rustls::ServerConfig, O
         ),
     };
     let tls = apiserver::tls::server_config(&cert, &key, &client_ca).context("serving TLS")?;
-    Ok((tls, signing_key))
+    Ok((tls, signing_key, client_ca))
 }
 
 fn parse_port_range(text: &str) -> Result<std::ops::RangeInclusive<u16>, String> {

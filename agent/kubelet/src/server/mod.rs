@@ -1,0 +1,243 @@
+//! The kubelet's HTTPS API on port 10250, which the API server calls for `kubectl logs`:
+//! TLS with a serving certificate the cluster trusts, a client certificate required from the
+//! cluster CA, and only the users it is told to trust (the API server's kubelet client) let
+//! through. It routes `/healthz` and `/containerLogs`; what they answer is their modules'.
+
+mod logs;
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use rustls::RootCertStore;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::WebPkiClientVerifier;
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+use tokio_stream::StreamExt;
+use tokio_stream::wrappers::ReceiverStream;
+
+use crate::runtime::Runtime;
+
+type Body = UnsyncBoxBody<Bytes, Infallible>;
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A certificate or key file is unusable.
+    #[error("{path}: {why}")]
+    File {
+        /// The file.
+        path: String,
+        /// What is wrong with it.
+        why: String,
+    },
+    /// rustls refused the configuration.
+    #[error("TLS configuration: {0}")]
+    Tls(#[from] rustls::Error),
+    /// The port could not be bound.
+    #[error("listening on {address}: {source}")]
+    Listen {
+        /// The address.
+        address: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+fn file_error(path: &Path, why: impl ToString) -> Error {
+    Error::File {
+        path: path.display().to_string(),
+        why: why.to_string(),
+    }
+}
+
+/// The TLS setup: `cert`/`key` served, client certificates from `client_ca` required.
+pub fn tls_config(
+    cert: &Path,
+    key: &Path,
+    client_ca: &Path,
+) -> Result<rustls::ServerConfig, Error> {
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+        .map_err(|e| file_error(cert, e))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| file_error(cert, e))?;
+    let key_der = PrivateKeyDer::from_pem_file(key).map_err(|e| file_error(key, e))?;
+    let mut roots = RootCertStore::empty();
+    for ca in CertificateDer::pem_file_iter(client_ca).map_err(|e| file_error(client_ca, e))? {
+        roots
+            .add(ca.map_err(|e| file_error(client_ca, e))?)
+            .map_err(|e| file_error(client_ca, e))?;
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+        .build()
+        .map_err(|e| file_error(client_ca, e))?;
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(chain, key_der)?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(config)
+}
+
+/// The user a client certificate names (its subject's common name).
+fn user_of(cert: &CertificateDer<'_>) -> Option<String> {
+    let (_, parsed) = x509_parser::parse_x509_certificate(cert.as_ref()).ok()?;
+    parsed
+        .subject()
+        .iter_common_name()
+        .next()
+        .and_then(|cn| cn.as_str().ok())
+        .map(str::to_string)
+}
+
+/// The server's shared state.
+pub struct Server {
+    runtime: Runtime,
+    authorized: Vec<String>,
+}
+
+impl Server {
+    /// A server answering from containerd through `runtime`, for clients named in `authorized`.
+    pub fn new(runtime: Runtime, authorized: Vec<String>) -> Server {
+        Server {
+            runtime,
+            authorized,
+        }
+    }
+
+    /// Binds `address` and serves until the process ends.
+    pub async fn serve(
+        self: Arc<Self>,
+        address: SocketAddr,
+        tls: rustls::ServerConfig,
+    ) -> Result<(), Error> {
+        let listener = TcpListener::bind(address)
+            .await
+            .map_err(|source| Error::Listen { address, source })?;
+        tracing::info!(%address, "serving the kubelet API");
+        let acceptor = TlsAcceptor::from(Arc::new(tls));
+        loop {
+            let Ok((stream, peer)) = listener.accept().await else {
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                continue;
+            };
+            let server = Arc::clone(&self);
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let handshake = tokio::time::timeout(
+                    std::time::Duration::from_secs(10),
+                    acceptor.accept(stream),
+                );
+                let Ok(Ok(stream)) = handshake.await else {
+                    tracing::debug!(%peer, "TLS handshake failed");
+                    return;
+                };
+                let user = stream
+                    .get_ref()
+                    .1
+                    .peer_certificates()
+                    .and_then(|c| c.first())
+                    .and_then(user_of);
+                let service = hyper::service::service_fn(move |request| {
+                    let server = Arc::clone(&server);
+                    let user = user.clone();
+                    async move { Ok::<_, Infallible>(server.handle(request, user.as_deref()).await) }
+                });
+                let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                if let Err(error) = builder
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await
+                {
+                    tracing::debug!(%peer, %error, "connection ended");
+                }
+            });
+        }
+    }
+
+    async fn handle(&self, request: Request<Incoming>, user: Option<&str>) -> Response<Body> {
+        let Some(user) = user else {
+            return text(StatusCode::UNAUTHORIZED, "Unauthorized".into());
+        };
+        if !self.authorized.iter().any(|allowed| allowed == user) {
+            return text(
+                StatusCode::FORBIDDEN,
+                format!("Forbidden (user={user}, verb=get, resource=nodes)\n"),
+            );
+        }
+        if request.method() != http::Method::GET {
+            return text(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method not allowed\n".into(),
+            );
+        }
+        let path = request.uri().path().to_string();
+        let query: HashMap<String, String> = request
+            .uri()
+            .query()
+            .map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
+            .unwrap_or_default();
+        let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
+        match parts.as_slice() {
+            ["healthz"] => text(StatusCode::OK, "ok".into()),
+            ["containerLogs", namespace, pod, container] => {
+                self.container_logs(namespace, pod, container, &query).await
+            }
+            _ => text(StatusCode::NOT_FOUND, format!("no handler for {path}\n")),
+        }
+    }
+
+    async fn container_logs(
+        &self,
+        namespace: &str,
+        pod: &str,
+        container: &str,
+        query: &HashMap<String, String>,
+    ) -> Response<Body> {
+        let options = match logs::Options::parse(query) {
+            Ok(options) => options,
+            Err(message) => return text(StatusCode::BAD_REQUEST, message),
+        };
+        let target =
+            match logs::find(&self.runtime, namespace, pod, container, options.previous).await {
+                Ok(target) => target,
+                Err((code, message)) => {
+                    return text(
+                        StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+                        message,
+                    );
+                }
+            };
+        let (tx, rx) = tokio::sync::mpsc::channel(16);
+        tokio::spawn(logs::stream(self.runtime.clone(), target, options, tx));
+        let body = StreamBody::new(
+            ReceiverStream::new(rx).map(|chunk| Ok::<_, Infallible>(Frame::data(chunk))),
+        );
+        let mut response = Response::new(body.boxed_unsync());
+        response.headers_mut().insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static("text/plain"),
+        );
+        response
+    }
+}
+
+fn text(status: StatusCode, body: String) -> Response<Body> {
+    let mut response = Response::new(Full::new(Bytes::from(body)).boxed_unsync());
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("text/plain"),
+    );
+    response
+}
