@@ -4,8 +4,10 @@
 //! taint-eviction controller times evictions with them, so all three agree.
 //!
 //! What pods ask for ([`resources`]) is counted here too, so the scheduler's fit and the
-//! quota controller's usage agree. Scoring and ports are the scheduler's own business.
+//! quota controller's usage agree, and image names are completed ([`image`]) so the scheduler
+//! and the kubelet name images alike. Scoring and ports are the scheduler's own business.
 
 pub mod affinity;
+pub mod image;
 pub mod resources;
 pub mod taints;

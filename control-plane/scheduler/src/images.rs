@@ -1,13 +1,15 @@
 //! ImageLocality: prefer nodes that already hold a pod's images, weighted by image size and
 //! by how widely the image is spread (an image on every node says nothing about any one).
 //!
-//! Image names are compared in their full form (`docker.io/library/nginx:latest`) because
-//! containerd reports them that way while pods usually say `nginx`; kube-scheduler only adds
-//! the missing tag. The normalization is a few lines, not worth a reference-parsing crate.
+//! Image names are compared in their full form (`docker.io/library/nginx:latest`, see
+//! [`placement::image`]) because containerd reports them that way while pods usually say
+//! `nginx`; kube-scheduler only adds the missing tag.
 
 use std::collections::HashMap;
 
 use k8s_openapi::api::core::v1::{Node, Pod};
+
+use placement::image::normalize;
 
 use crate::cache::{Cache, NodeInfo};
 
@@ -16,34 +18,6 @@ const MB: i64 = 1024 * 1024;
 const MIN_THRESHOLD: i64 = 23 * MB;
 /// Per container, above this much it scores fully.
 const MAX_CONTAINER_THRESHOLD: i64 = 1000 * MB;
-
-/// `image` in its full form: registry, repository and tag (or digest).
-pub fn normalize(image: &str) -> String {
-    let (name, digest) = match image.split_once('@') {
-        Some((name, digest)) => (name, Some(digest)),
-        None => (image, None),
-    };
-    let (first, rest) = name.split_once('/').unwrap_or(("", name));
-    let has_registry = first.contains(['.', ':']) || first == "localhost";
-    let mut full = match (has_registry, first.is_empty()) {
-        (true, _) => name.to_owned(),
-        (false, true) => format!("docker.io/library/{rest}"),
-        (false, false) => format!("docker.io/{name}"),
-    };
-    match digest {
-        Some(digest) => {
-            full.push('@');
-            full.push_str(digest);
-        }
-        None => {
-            let last = full.rsplit('/').next().unwrap_or_default();
-            if !last.contains(':') {
-                full.push_str(":latest");
-            }
-        }
-    }
-    full
-}
 
 /// The images `node` reports holding, by normalized name, with their sizes.
 pub fn on_node(node: &Node) -> HashMap<String, i64> {
@@ -98,19 +72,6 @@ mod tests {
     use crate::plugins::tests::{node, pod};
     use k8s_openapi::api::core::v1::ContainerImage;
     use std::sync::Arc;
-
-    #[test]
-    fn names_are_compared_in_full() {
-        assert_eq!(normalize("nginx"), "docker.io/library/nginx:latest");
-        assert_eq!(normalize("nginx:1.25"), "docker.io/library/nginx:1.25");
-        assert_eq!(normalize("bitnami/redis"), "docker.io/bitnami/redis:latest");
-        assert_eq!(normalize("localhost:5000/app"), "localhost:5000/app:latest");
-        assert_eq!(normalize("ghcr.io/o/app:v1"), "ghcr.io/o/app:v1");
-        assert_eq!(
-            normalize("busybox@sha256:abc"),
-            "docker.io/library/busybox@sha256:abc"
-        );
-    }
 
     #[test]
     fn nodes_holding_big_images_score_higher() {

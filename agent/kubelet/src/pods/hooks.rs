@@ -2,8 +2,7 @@
 //! kills it), preStop runs before it is sent SIGTERM, within its grace period. Handlers are
 //! exec, httpGet and sleep, as the API defines them.
 
-use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -74,33 +73,7 @@ async fn handle(
         };
     }
     if let Some(get) = &handler.http_get {
-        let port = probes::port(container, &get.port)?;
-        let host = get
-            .host
-            .as_deref()
-            .and_then(|h| h.parse().ok())
-            .or(pod_ip)
-            .ok_or("the pod has no address yet")?;
-        let path = get
-            .path
-            .clone()
-            .filter(|p| !p.is_empty())
-            .unwrap_or_else(|| "/".into());
-        let headers: HashMap<String, String> = get
-            .http_headers
-            .iter()
-            .flatten()
-            .map(|h| (h.name.clone(), h.value.clone()))
-            .collect();
-        let code = probes::http_get(SocketAddr::new(host, port), &path, &headers).await?;
-        return if (200..400).contains(&code) {
-            Ok(())
-        } else {
-            Err(format!(
-                "HTTP lifecycle hook ({path}) for Container {:?} returned status {code}",
-                container.name
-            ))
-        };
+        return probes::http_action(container, get, pod_ip).await;
     }
     if let Some(sleep) = &handler.sleep {
         tokio::time::sleep(Duration::from_secs(sleep.seconds.max(0) as u64)).await;

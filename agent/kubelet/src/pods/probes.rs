@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use http_body_util::Empty;
 use hyper_util::rt::TokioIo;
-use k8s_openapi::api::core::v1::{Container, Probe};
+use k8s_openapi::api::core::v1::{Container, HTTPGetAction, Probe};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use parking_lot::Mutex;
 use tokio::sync::Notify;
@@ -187,7 +187,7 @@ async fn run(target: Target, state: Arc<Mutex<ProbeState>>, wake: Arc<Notify>) {
 }
 
 /// The port a probe names: a number, or the name of one of the container's ports.
-pub(super) fn port(container: &Container, port: &IntOrString) -> Result<u16, String> {
+fn port(container: &Container, port: &IntOrString) -> Result<u16, String> {
     match port {
         IntOrString::Int(number) => {
             u16::try_from(*number).map_err(|_| format!("invalid port {number}"))
@@ -238,38 +238,14 @@ async fn check(target: &Target, probe: &Probe, timeout: Duration) -> Result<(), 
         };
     }
     if let Some(get) = &probe.http_get {
-        let port = port(&target.container, &get.port)?;
-        let host = get
-            .host
-            .as_deref()
-            .and_then(|h| h.parse().ok())
-            .unwrap_or(target.pod_ip);
-        if get
-            .scheme
-            .as_deref()
-            .is_some_and(|s| s.eq_ignore_ascii_case("HTTPS"))
+        return match tokio::time::timeout(
+            timeout,
+            http_action(&target.container, get, Some(target.pod_ip)),
+        )
+        .await
         {
-            return Err("HTTPS probes are not supported yet".to_string());
-        }
-        let path = get
-            .path
-            .clone()
-            .filter(|p| !p.is_empty())
-            .unwrap_or_else(|| "/".into());
-        let headers: HashMap<String, String> = get
-            .http_headers
-            .iter()
-            .flatten()
-            .map(|h| (h.name.clone(), h.value.clone()))
-            .collect();
-        let address = SocketAddr::new(host, port);
-        return match tokio::time::timeout(timeout, http_get(address, &path, &headers)).await {
-            Ok(Ok(code)) if (200..400).contains(&code) => Ok(()),
-            Ok(Ok(code)) => Err(format!("HTTP probe failed with statuscode: {code}")),
-            Ok(Err(error)) => Err(format!("Get \"http://{address}{path}\": {error}")),
-            Err(_) => Err(format!(
-                "Get \"http://{address}{path}\": context deadline exceeded"
-            )),
+            Ok(result) => result,
+            Err(_) => Err("HTTP probe timed out: context deadline exceeded".to_string()),
         };
     }
     if let Some(grpc) = &probe.grpc {
@@ -287,6 +263,46 @@ async fn check(target: &Target, probe: &Probe, timeout: Duration) -> Result<(), 
         };
     }
     Err("the probe has no handler".to_string())
+}
+
+/// Runs an httpGet action (probe or hook) against the pod: success is a status from 200 to
+/// 399, anything else an error in the kubelet's words.
+pub(super) async fn http_action(
+    container: &Container,
+    get: &HTTPGetAction,
+    pod_ip: Option<IpAddr>,
+) -> Result<(), String> {
+    let port = port(container, &get.port)?;
+    let host = get
+        .host
+        .as_deref()
+        .and_then(|h| h.parse().ok())
+        .or(pod_ip)
+        .ok_or("the pod has no address yet")?;
+    if get
+        .scheme
+        .as_deref()
+        .is_some_and(|s| s.eq_ignore_ascii_case("HTTPS"))
+    {
+        return Err("HTTPS is not supported yet for probes and hooks".to_string());
+    }
+    let path = get
+        .path
+        .clone()
+        .filter(|p| !p.is_empty())
+        .unwrap_or_else(|| "/".into());
+    let headers: HashMap<String, String> = get
+        .http_headers
+        .iter()
+        .flatten()
+        .map(|h| (h.name.clone(), h.value.clone()))
+        .collect();
+    let address = SocketAddr::new(host, port);
+    match http_get(address, &path, &headers).await {
+        Ok(code) if (200..400).contains(&code) => Ok(()),
+        Ok(code) => Err(format!("HTTP probe failed with statuscode: {code}")),
+        Err(error) => Err(format!("Get \"http://{address}{path}\": {error}")),
+    }
 }
 
 /// GETs `path` from `address` over plain HTTP; the status code.

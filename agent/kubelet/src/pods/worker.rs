@@ -145,6 +145,20 @@ impl Sources for Fetched {
     }
 }
 
+/// One key → bytes map from an object's text and binary data (binary wins a clash).
+fn merge(
+    text: Option<BTreeMap<String, String>>,
+    binary: Option<BTreeMap<String, Vec<u8>>>,
+) -> BTreeMap<String, Vec<u8>> {
+    let mut all: BTreeMap<String, Vec<u8>> = text
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(k, v)| (k, v.into_bytes()))
+        .collect();
+    all.extend(binary.unwrap_or_default());
+    all
+}
+
 fn restart_policy(pod: &Pod) -> &str {
     pod.spec
         .as_ref()
@@ -444,46 +458,30 @@ impl Worker {
             secrets: BTreeMap::new(),
         };
         for name in config_maps.into_keys() {
-            let data = cm_api
+            let found = cm_api
                 .get_opt(&name)
                 .await
                 .with_context(|| format!("reading configmap {namespace}/{name}"))?;
-            let data = data.map(|cm| {
-                let mut all: BTreeMap<String, Vec<u8>> = cm
-                    .data
-                    .unwrap_or_default()
-                    .into_iter()
-                    .map(|(k, v)| (k, v.into_bytes()))
-                    .collect();
-                all.extend(
+            let data = found.map(|cm| {
+                merge(
+                    cm.data,
                     cm.binary_data
-                        .unwrap_or_default()
-                        .into_iter()
-                        .map(|(k, v)| (k, v.0)),
-                );
-                all
+                        .map(|b| b.into_iter().map(|(k, v)| (k, v.0)).collect()),
+                )
             });
             fetched.config_maps.insert(name, data);
         }
         for name in secrets.into_keys() {
-            let data = secret_api
+            let found = secret_api
                 .get_opt(&name)
                 .await
                 .with_context(|| format!("reading secret {namespace}/{name}"))?;
-            let data = data.map(|s| {
-                let mut all: BTreeMap<String, Vec<u8>> = s
-                    .data
-                    .unwrap_or_default()
-                    .into_iter()
-                    .map(|(k, v)| (k, v.0))
-                    .collect();
-                all.extend(
-                    s.string_data
-                        .unwrap_or_default()
-                        .into_iter()
-                        .map(|(k, v)| (k, v.into_bytes())),
-                );
-                all
+            let data = found.map(|s| {
+                merge(
+                    s.string_data,
+                    s.data
+                        .map(|b| b.into_iter().map(|(k, v)| (k, v.0)).collect()),
+                )
             });
             fetched.secrets.insert(name, data);
         }
@@ -522,7 +520,7 @@ impl Worker {
     async fn image(&mut self, container: &Container) -> std::result::Result<ImageConfig, Waiting> {
         let image = container.image.clone().unwrap_or_default();
         let policy = container.image_pull_policy.clone().unwrap_or_else(|| {
-            let full = runtime::normalize_image(&image);
+            let full = placement::image::normalize(&image);
             if full.ends_with(":latest") && !image.contains('@') {
                 "Always".into()
             } else {

@@ -1,5 +1,5 @@
-//! Images from containerd's image store: the name a pod gives resolved the way Docker does
-//! (`busybox` is `docker.io/library/busybox:latest`), the manifest for this platform found
+//! Images from containerd's image store: the name a pod gives completed the way Docker does
+//! (`placement::image`), the manifest for this platform found
 //! through an index if there is one, and the config read for its defaults and the chain ID of
 //! its unpacked layers. Pulling from registries is not here.
 
@@ -7,6 +7,7 @@ use containerd_client::services::v1::content_client::ContentClient;
 use containerd_client::services::v1::images_client::ImagesClient;
 use containerd_client::services::v1::{GetImageRequest, ReadContentRequest};
 use futures::TryStreamExt;
+use placement::image::normalize;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use tonic::Code;
@@ -79,25 +80,6 @@ struct Config {
 #[derive(Deserialize)]
 struct RootFs {
     diff_ids: Vec<String>,
-}
-
-/// The full reference of `name`: a registry host, a repository, and a tag or digest.
-pub fn normalize(name: &str) -> String {
-    let (host, rest) = match name.split_once('/') {
-        Some((first, rest))
-            if first.contains('.') || first.contains(':') || first == "localhost" =>
-        {
-            (first.to_string(), rest.to_string())
-        }
-        Some(_) => ("docker.io".to_string(), name.to_string()),
-        None => ("docker.io".to_string(), format!("library/{name}")),
-    };
-    let last = rest.rsplit('/').next().unwrap_or(&rest);
-    if rest.contains('@') || last.contains(':') {
-        format!("{host}/{rest}")
-    } else {
-        format!("{host}/{rest}:latest")
-    }
 }
 
 /// The chain ID of layers with `diff_ids` (the OCI image spec's definition).
@@ -198,18 +180,6 @@ impl Runtime {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn names_are_completed_as_docker_does() {
-        assert_eq!(normalize("busybox"), "docker.io/library/busybox:latest");
-        assert_eq!(normalize("busybox:1.35"), "docker.io/library/busybox:1.35");
-        assert_eq!(normalize("me/app"), "docker.io/me/app:latest");
-        assert_eq!(
-            normalize("registry.local:5000/app"),
-            "registry.local:5000/app:latest"
-        );
-        assert_eq!(normalize("quay.io/x/y@sha256:ab"), "quay.io/x/y@sha256:ab");
-    }
 
     #[test]
     fn chain_ids_follow_the_image_spec() {

@@ -27,7 +27,7 @@ use tonic::transport::Channel;
 use tonic::{Code, Request};
 
 pub use exec::ExecOutcome;
-pub use image::{ImageConfig, normalize as normalize_image};
+pub use image::ImageConfig;
 
 /// The snapshotter every container's root filesystem comes from.
 const SNAPSHOTTER: &str = "overlayfs";
