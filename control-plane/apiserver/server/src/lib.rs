@@ -223,14 +223,19 @@ impl ApiServer {
             .map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
             .unwrap_or_default();
         let accept = header_text(request.headers(), header::ACCEPT);
-        let representation = response::negotiate(accept).ok_or_else(|| {
-            ApiError::not_acceptable(
-                "only the following media types are accepted: application/json",
-            )
-        })?;
         let watch = matches!(query.get("watch").map(String::as_str), Some("true" | "1"));
         let field_selector = query.get("fieldSelector").map_or("", String::as_str);
         let info = request::parse(request.method(), &path, watch, field_selector);
+        // A pod's log is the kubelet's text whatever the client accepts (`text/plain` among
+        // them); only the errors are JSON, and those are sent regardless.
+        let streams_text = info.is_resource && info.subresource.as_deref() == Some("log");
+        let representation = response::negotiate(accept)
+            .or(streams_text.then_some(Representation::Object))
+            .ok_or_else(|| {
+                ApiError::not_acceptable(
+                    "only the following media types are accepted: application/json",
+                )
+            })?;
         let apply = request
             .headers()
             .get(header::CONTENT_TYPE)

@@ -1,7 +1,7 @@
 //! A cluster PKI for a server started without certificates: a CA, the serving certificate,
-//! an administrator's client certificate with a kubeconfig, and the service-account signing
-//! key, written once and reused (as k3s does with its own). Keys are written readable by the
-//! owner only.
+//! an administrator's client certificate with a kubeconfig, the client certificate the server
+//! presents to kubelets, and the service-account signing key, written once and reused (as k3s
+//! does with its own). Keys are written readable by the owner only.
 
 use std::fs;
 use std::io::Write;
@@ -11,8 +11,12 @@ use std::path::{Path, PathBuf};
 
 use rcgen::{
     BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
-    KeyPair, KeyUsagePurpose, SanType,
+    Issuer, KeyPair, KeyUsagePurpose, SanType, SigningKey,
 };
+
+/// The user the API server's kubelet client certificate names (kubeadm's name, which kubelets
+/// let through by default).
+pub const KUBELET_CLIENT_USER: &str = "kube-apiserver-kubelet-client";
 
 /// Where the generated files are.
 #[derive(Debug, Clone)]
@@ -31,6 +35,10 @@ pub struct Pki {
     pub controller_manager_kubeconfig: PathBuf,
     /// The service-account token signing key (PKCS#8 P-256).
     pub service_account_key: PathBuf,
+    /// The client certificate the server presents to kubelets ([`KUBELET_CLIENT_USER`]).
+    pub kubelet_client_cert: PathBuf,
+    /// Its key.
+    pub kubelet_client_key: PathBuf,
 }
 
 /// Why the PKI could not be made.
@@ -78,6 +86,8 @@ pub fn ensure(dir: &Path, addresses: &[IpAddr], server: &str) -> Result<Pki, Pki
         admin_kubeconfig: dir.join("admin.kubeconfig"),
         controller_manager_kubeconfig: dir.join("controller-manager.kubeconfig"),
         service_account_key: dir.join("service-account-key.pem"),
+        kubelet_client_cert: dir.join("kubelet-client.pem"),
+        kubelet_client_key: dir.join("kubelet-client-key.pem"),
     };
     fs::create_dir_all(dir).map_err(io(dir))?;
     // Older PKI directories predate the signing key; adding one invalidates no certificate.
@@ -98,6 +108,13 @@ pub fn ensure(dir: &Path, addresses: &[IpAddr], server: &str) -> Result<Pki, Pki
     ];
     // A missing piece means a new PKI altogether.
     if complete.iter().all(|path| path.exists()) {
+        // Older PKI directories predate the kubelet client certificate; the CA signs one.
+        if !(pki.kubelet_client_cert.exists() && pki.kubelet_client_key.exists()) {
+            let ca_pem = fs::read_to_string(&pki.ca).map_err(io(&pki.ca))?;
+            let ca_key_pem = fs::read_to_string(&pki.ca_key).map_err(io(&pki.ca_key))?;
+            let issuer = Issuer::from_ca_cert_pem(&ca_pem, KeyPair::from_pem(&ca_key_pem)?)?;
+            kubelet_client(&pki, &issuer)?;
+        }
         return Ok(pki);
     }
 
@@ -158,5 +175,19 @@ pub fn ensure(dir: &Path, addresses: &[IpAddr], server: &str) -> Result<Pki, Pki
         &[],
         &pki.controller_manager_kubeconfig,
     )?;
+    kubelet_client(&pki, &issuer)?;
     Ok(pki)
+}
+
+/// Writes the kubelet client certificate and key, signed by `issuer`.
+fn kubelet_client(pki: &Pki, issuer: &Issuer<'_, impl SigningKey>) -> Result<(), PkiError> {
+    let mut params = CertificateParams::new(Vec::<String>::new())?;
+    params
+        .distinguished_name
+        .push(DnType::CommonName, KUBELET_CLIENT_USER);
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    let key = KeyPair::generate()?;
+    let cert = params.signed_by(&key, issuer)?;
+    write(&pki.kubelet_client_key, &key.serialize_pem(), true)?;
+    write(&pki.kubelet_client_cert, &cert.pem(), false)
 }

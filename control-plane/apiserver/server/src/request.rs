@@ -159,6 +159,17 @@ mod tests {
             (finalize.name.as_deref(), finalize.subresource.as_deref()),
             (Some("x"), Some("finalize"))
         );
+        // kubectl logs: GET …/pods/NAME/log?container=C&follow=true
+        let log = info(Method::GET, "/api/v1/namespaces/ns/pods/web/log");
+        assert_eq!(
+            (
+                log.verb.as_str(),
+                log.resource.as_str(),
+                log.name.as_deref(),
+                log.subresource.as_deref()
+            ),
+            ("get", "pods", Some("web"), Some("log"))
+        );
         let nodes = info(Method::DELETE, "/api/v1/nodes");
         assert_eq!(nodes.verb, "deletecollection");
         assert!(parse(&Method::GET, "/api/v1/pods", true, "").verb == "watch");

@@ -82,16 +82,18 @@ struct Args {
     /// How long new pods tolerate their node being unreachable, unless they say.
     #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(i64).range(0..))]
     default_unreachable_toleration_seconds: i64,
-    /// Log filter (tracing's EnvFilter syntax).
-    /// The client certificate the API server presents to kubelets (for `kubectl logs`).
+    /// The client certificate (PEM) the API server presents to kubelets for `kubectl logs`;
+    /// kubelets let its common name through. With `--pki-dir`, one made there is the default.
     #[arg(long, requires = "kubelet_client_key")]
     kubelet_client_certificate: Option<PathBuf>,
-    /// The key of `--kubelet-client-certificate`.
+    /// The key (PEM) of `--kubelet-client-certificate`.
     #[arg(long, requires = "kubelet_client_certificate")]
     kubelet_client_key: Option<PathBuf>,
-    /// The CA kubelets' serving certificates must chain to (default: the client CA).
+    /// The CA (PEM) kubelets' serving certificates must chain to (default: the cluster CA,
+    /// `--client-ca-file` or the one in `--pki-dir`).
     #[arg(long)]
     kubelet_certificate_authority: Option<PathBuf>,
+    /// Log filter (tracing's EnvFilter syntax).
     #[arg(long, default_value = "info")]
     log_level: String,
 }
@@ -116,7 +118,12 @@ async fn main() -> Result<()> {
             Encryption::from_yaml(&text).with_context(|| format!("loading {}", path.display()))
         })
         .transpose()?;
-    let (tls, pki_signing_key, client_ca) = serving_tls(&args, addr)?;
+    let Serving {
+        tls,
+        pki_signing_key,
+        client_ca,
+        pki_kubelet_client,
+    } = serving_tls(&args, addr)?;
     let signing_key = args
         .service_account_signing_key_file
         .clone()
@@ -185,14 +192,20 @@ async fn main() -> Result<()> {
             not_ready_seconds: args.default_not_ready_toleration_seconds,
             unreachable_seconds: args.default_unreachable_toleration_seconds,
         });
-    if let (Some(cert), Some(key)) = (&args.kubelet_client_certificate, &args.kubelet_client_key) {
+    let kubelet_client = match (&args.kubelet_client_certificate, &args.kubelet_client_key) {
+        (Some(cert), Some(key)) => Some((cert.clone(), key.clone())),
+        _ => pki_kubelet_client,
+    };
+    if let Some((cert, key)) = kubelet_client {
         let ca = args
             .kubelet_certificate_authority
             .clone()
             .unwrap_or_else(|| client_ca.clone());
-        let client = apiserver::pod_logs::KubeletClient::new(cert, key, &ca)
-            .context("the kubelet client certificate")?;
+        let client = apiserver::pod_logs::KubeletClient::new(&cert, &key, &ca)
+            .context("the kubelet client (--kubelet-client-certificate, --kubelet-client-key, --kubelet-certificate-authority)")?;
         server = server.with_kubelet_client(client);
+    } else {
+        tracing::warn!("no --kubelet-client-certificate: kubectl logs will be refused");
     }
     let server = Arc::new(server);
     tracing::info!(%addr, "serving the Kubernetes API");
@@ -210,19 +223,27 @@ async fn main() -> Result<()> {
     Ok(())
 }
 
+/// What the server serves with, from the given files or a PKI in `--pki-dir`.
+struct Serving {
+    tls: rustls::ServerConfig,
+    /// The service-account signing key in `--pki-dir`.
+    pki_signing_key: Option<PathBuf>,
+    /// The cluster CA (`--client-ca-file` or the one in `--pki-dir`).
+    client_ca: PathBuf,
+    /// The kubelet client certificate and key in `--pki-dir`.
+    pki_kubelet_client: Option<(PathBuf, PathBuf)>,
+}
+
 /// The TLS configuration from the given files, or from a PKI created in `--pki-dir` (with the
-/// service-account signing key it holds), and the client CA file.
-fn serving_tls(
-    args: &Args,
-    addr: SocketAddr,
-) -> Result<(rustls::ServerConfig, Option<PathBuf>, PathBuf)> {
-    let (cert, key, client_ca, signing_key) = match (
+/// service-account signing key and kubelet client certificate it holds).
+fn serving_tls(args: &Args, addr: SocketAddr) -> Result<Serving> {
+    let (cert, key, client_ca, signing_key, kubelet_client) = match (
         &args.tls_cert_file,
         &args.tls_private_key_file,
         &args.client_ca_file,
         &args.pki_dir,
     ) {
-        (Some(cert), Some(key), Some(ca), _) => (cert.clone(), key.clone(), ca.clone(), None),
+        (Some(cert), Some(key), Some(ca), _) => (cert.clone(), key.clone(), ca.clone(), None, None),
         (None, _, _, Some(dir)) => {
             let loopback = std::net::IpAddr::from([127, 0, 0, 1]);
             let pki = apiserver::pki::ensure(
@@ -232,14 +253,25 @@ fn serving_tls(
             )
             .context("creating the cluster PKI")?;
             tracing::info!(kubeconfig = %pki.admin_kubeconfig.display(), "administrator kubeconfig");
-            (pki.cert, pki.key, pki.ca, Some(pki.service_account_key))
+            (
+                pki.cert,
+                pki.key,
+                pki.ca,
+                Some(pki.service_account_key),
+                Some((pki.kubelet_client_cert, pki.kubelet_client_key)),
+            )
         }
         _ => anyhow::bail!(
             "give --tls-cert-file, --tls-private-key-file and --client-ca-file, or --pki-dir"
         ),
     };
     let tls = apiserver::tls::server_config(&cert, &key, &client_ca).context("serving TLS")?;
-    Ok((tls, signing_key, client_ca))
+    Ok(Serving {
+        tls,
+        pki_signing_key: signing_key,
+        client_ca,
+        pki_kubelet_client: kubelet_client,
+    })
 }
 
 fn parse_port_range(text: &str) -> Result<std::ops::RangeInclusive<u16>, String> {
