@@ -122,9 +122,15 @@ async fn run(args: Args) -> Result<()> {
         &args.client_ca_file,
     ) {
         let tls = server::tls_config(cert, key, ca)?;
+        // FIFOs of execs a previous run left behind lead nowhere now.
+        let fifo_dir = args.root_dir.join("exec");
+        let _ = std::fs::remove_dir_all(&fifo_dir);
+        std::fs::create_dir_all(&fifo_dir)
+            .with_context(|| format!("creating {}", fifo_dir.display()))?;
         let api = Arc::new(server::Server::new(
             runtime.clone(),
             args.authorized_users.clone(),
+            fifo_dir,
         ));
         let address = std::net::SocketAddr::from((args.node_ip, args.port));
         tokio::spawn(async move {

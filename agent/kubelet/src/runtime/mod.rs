@@ -4,6 +4,7 @@
 //! containerd's own terms, and [`crate::pods`] maps pods onto them.
 
 mod exec;
+pub mod fifo;
 mod image;
 
 use std::collections::HashMap;
@@ -26,7 +27,7 @@ use prost::Message;
 use tonic::transport::Channel;
 use tonic::{Code, Request};
 
-pub use exec::ExecOutcome;
+pub use exec::{ExecIo, ExecOutcome};
 pub use image::ImageConfig;
 
 /// The snapshotter every container's root filesystem comes from.

@@ -32,7 +32,8 @@ pub struct Options {
     pub limit_bytes: Option<usize>,
 }
 
-fn boolean(query: &HashMap<String, String>, key: &str) -> Result<bool, String> {
+/// A boolean parameter (absent: false).
+pub(super) fn boolean(query: &HashMap<String, String>, key: &str) -> Result<bool, String> {
     match query.get(key).map(String::as_str) {
         None | Some("") | Some("false") | Some("0") => Ok(false),
         Some("true") | Some("1") => Ok(true),
@@ -72,23 +73,82 @@ impl Options {
 }
 
 /// One CRI log entry.
-struct Entry<'a> {
+pub(super) struct Entry<'a> {
     time: &'a str,
-    partial: bool,
-    text: &'a [u8],
+    /// `stdout` or `stderr`.
+    pub stream: &'a [u8],
+    /// Continued by the next entry of the same output line.
+    pub partial: bool,
+    /// What the container wrote, without the newline.
+    pub text: &'a [u8],
 }
 
-fn parse(line: &[u8]) -> Option<Entry<'_>> {
+/// Reads one CRI log line (`TIME STREAM P|F TEXT`).
+pub(super) fn parse(line: &[u8]) -> Option<Entry<'_>> {
     let mut parts = line.splitn(4, |b| *b == b' ');
     let time = std::str::from_utf8(parts.next()?).ok()?;
-    let _stream = parts.next()?;
+    let stream = parts.next()?;
     let tag = parts.next()?;
     let text = parts.next().unwrap_or_default();
     Some(Entry {
         time,
+        stream,
         partial: tag == b"P",
         text,
     })
+}
+
+/// A CRI log file read as it grows, whole lines at a time; a file that shrank was rotated
+/// and is read again from its start.
+pub(super) struct Follower {
+    path: PathBuf,
+    offset: u64,
+    pending: Vec<u8>,
+}
+
+impl Follower {
+    /// Reads `path` from its beginning.
+    pub fn from_start(path: PathBuf) -> Follower {
+        Follower {
+            path,
+            offset: 0,
+            pending: Vec::new(),
+        }
+    }
+
+    /// Reads only what is written to `path` from now on.
+    pub async fn from_end(path: PathBuf) -> Follower {
+        let offset = tokio::fs::metadata(&path).await.map_or(0, |m| m.len());
+        Follower {
+            path,
+            offset,
+            pending: Vec::new(),
+        }
+    }
+
+    /// The whole lines written since the last call, and whether the file grew at all.
+    pub async fn lines(&mut self) -> (Vec<u8>, bool) {
+        let mut chunk = Vec::new();
+        if let Ok(mut file) = tokio::fs::File::open(&self.path).await {
+            let size = file.metadata().await.map(|m| m.len()).unwrap_or(0);
+            if size < self.offset {
+                self.offset = 0;
+            }
+            if file.seek(SeekFrom::Start(self.offset)).await.is_ok() {
+                let _ = file.read_to_end(&mut chunk).await;
+            }
+        }
+        self.offset += chunk.len() as u64;
+        let grew = !chunk.is_empty();
+        self.pending.extend_from_slice(&chunk);
+        // The rest waits for its newline.
+        let complete = self
+            .pending
+            .iter()
+            .rposition(|b| *b == b'\n')
+            .map_or(0, |at| at + 1);
+        (self.pending.drain(..complete).collect(), grew)
+    }
 }
 
 /// Turns complete CRI lines into output, honouring `since` and `timestamps`. `at_line_start`
@@ -208,30 +268,10 @@ pub async fn stream(runtime: Runtime, target: Target, options: Options, out: mps
     });
     let mut budget = options.limit_bytes.unwrap_or(usize::MAX);
     let mut at_line_start = true;
-    let mut offset = 0u64;
-    let mut pending: Vec<u8> = Vec::new();
+    let mut follower = Follower::from_start(target.path);
     let mut first = true;
     loop {
-        let mut chunk = Vec::new();
-        if let Ok(mut file) = tokio::fs::File::open(&target.path).await {
-            let size = file.metadata().await.map(|m| m.len()).unwrap_or(0);
-            // A rotated file starts again from its beginning.
-            if size < offset {
-                offset = 0;
-            }
-            if file.seek(SeekFrom::Start(offset)).await.is_ok() {
-                let _ = file.read_to_end(&mut chunk).await;
-            }
-        }
-        offset += chunk.len() as u64;
-        pending.extend_from_slice(&chunk);
-        // Only whole lines are rendered; the rest waits for its newline.
-        let complete = pending
-            .iter()
-            .rposition(|b| *b == b'\n')
-            .map(|at| at + 1)
-            .unwrap_or(0);
-        let lines: Vec<u8> = pending.drain(..complete).collect();
+        let (lines, grew) = follower.lines().await;
         let mut rendered = render(&lines, &options, since, &mut at_line_start);
         if first {
             if let Some(n) = options.tail_lines {
@@ -253,7 +293,7 @@ pub async fn stream(runtime: Runtime, target: Target, options: Options, out: mps
             runtime.task(&target.container_id).await,
             Ok(Some(TaskState::Running { .. }))
         );
-        if !running && chunk.is_empty() {
+        if !running && !grew {
             return;
         }
         tokio::select! {

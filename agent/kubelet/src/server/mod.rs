@@ -1,20 +1,22 @@
-//! The kubelet's HTTPS API on port 10250, which the API server calls for `kubectl logs`:
-//! TLS with a serving certificate the cluster trusts, a client certificate required from the
-//! cluster CA, and only the users it is told to trust (the API server's kubelet client) let
-//! through. It routes `/healthz` and `/containerLogs`; what they answer is their modules'.
+//! The kubelet's HTTPS API on port 10250, which the API server calls for `kubectl logs`,
+//! `exec` and `attach`: TLS with a serving certificate the cluster trusts, a client
+//! certificate required from the cluster CA, and only the users it is told to trust (the API
+//! server's kubelet client) let through. It routes `/healthz`, `/containerLogs`, `/exec` and
+//! `/attach`; what they answer is their modules'.
 
 mod logs;
+mod stream;
 
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body_util::combinators::UnsyncBoxBody;
-use http_body_util::{BodyExt, Full, StreamBody};
+use http_body_util::{BodyExt, Empty, Full, StreamBody};
 use hyper::body::{Frame, Incoming};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use rustls::RootCertStore;
@@ -105,14 +107,17 @@ fn user_of(cert: &CertificateDer<'_>) -> Option<String> {
 pub struct Server {
     runtime: Runtime,
     authorized: Vec<String>,
+    fifo_dir: PathBuf,
 }
 
 impl Server {
-    /// A server answering from containerd through `runtime`, for clients named in `authorized`.
-    pub fn new(runtime: Runtime, authorized: Vec<String>) -> Server {
+    /// A server answering from containerd through `runtime`, for clients named in
+    /// `authorized`, making exec FIFOs in `fifo_dir`.
+    pub fn new(runtime: Runtime, authorized: Vec<String>, fifo_dir: PathBuf) -> Server {
         Server {
             runtime,
             authorized,
+            fifo_dir,
         }
     }
 
@@ -156,7 +161,7 @@ impl Server {
                 });
                 let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
                 if let Err(error) = builder
-                    .serve_connection(TokioIo::new(stream), service)
+                    .serve_connection_with_upgrades(TokioIo::new(stream), service)
                     .await
                 {
                     tracing::debug!(%peer, %error, "connection ended");
@@ -175,23 +180,37 @@ impl Server {
                 format!("Forbidden (user={user}, verb=get, resource=nodes)\n"),
             );
         }
-        if request.method() != http::Method::GET {
+        let path = request.uri().path().to_string();
+        let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
+        // SPDY clients POST; they are told what this kubelet speaks instead.
+        let streaming = matches!(parts.as_slice(), ["exec" | "attach", _, _, _]);
+        let allowed = request.method() == http::Method::GET
+            || (streaming && request.method() == http::Method::POST);
+        if !allowed {
             return text(
                 StatusCode::METHOD_NOT_ALLOWED,
                 "method not allowed\n".into(),
             );
         }
-        let path = request.uri().path().to_string();
         let query: HashMap<String, String> = request
             .uri()
             .query()
             .map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
             .unwrap_or_default();
-        let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
         match parts.as_slice() {
             ["healthz"] => text(StatusCode::OK, "ok".into()),
             ["containerLogs", namespace, pod, container] => {
                 self.container_logs(namespace, pod, container, &query).await
+            }
+            [kind @ ("exec" | "attach"), namespace, pod, container] => {
+                let (exec, namespace, pod, container) = (
+                    *kind == "exec",
+                    namespace.to_string(),
+                    pod.to_string(),
+                    container.to_string(),
+                );
+                self.stream(request, exec, &namespace, &pod, &container)
+                    .await
             }
             _ => text(StatusCode::NOT_FOUND, format!("no handler for {path}\n")),
         }
@@ -228,6 +247,83 @@ impl Server {
             http::header::CONTENT_TYPE,
             http::HeaderValue::from_static("text/plain"),
         );
+        response
+    }
+}
+
+impl Server {
+    /// Opens an exec or attach stream into the running `container` of pod `namespace/pod`.
+    async fn stream(
+        &self,
+        request: Request<Incoming>,
+        exec: bool,
+        namespace: &str,
+        pod: &str,
+        container: &str,
+    ) -> Response<Body> {
+        let options = match stream::Options::parse(request.uri().query(), exec) {
+            Ok(options) => options,
+            Err(message) => return text(StatusCode::BAD_REQUEST, message),
+        };
+        let target = match logs::find(&self.runtime, namespace, pod, container, false).await {
+            Ok(target) => target,
+            Err((code, message)) => {
+                let status = StatusCode::from_u16(code).unwrap_or(StatusCode::NOT_FOUND);
+                return text(status, message);
+            }
+        };
+        let running = matches!(
+            self.runtime.task(&target.container_id).await,
+            Ok(Some(crate::runtime::TaskState::Running { .. }))
+        );
+        if !running {
+            return text(
+                StatusCode::BAD_REQUEST,
+                format!("container {container:?} in pod {pod:?} is not running"),
+            );
+        }
+        let (switch, protocol) = match stream::accept(request.headers()) {
+            Ok(accepted) => accepted,
+            Err(message) => return text(StatusCode::BAD_REQUEST, message),
+        };
+        let Ok(response) = switch.body(Empty::new().boxed_unsync()) else {
+            return text(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "building the protocol switch".into(),
+            );
+        };
+        let runtime = self.runtime.clone();
+        let fifo_dir = self.fifo_dir.clone();
+        tokio::spawn(async move {
+            let upgraded = match hyper::upgrade::on(request).await {
+                Ok(upgraded) => upgraded,
+                Err(error) => {
+                    tracing::debug!(%error, "a stream upgrade failed");
+                    return;
+                }
+            };
+            let socket = stream::Socket::from_raw_socket(
+                TokioIo::new(upgraded),
+                tokio_tungstenite::tungstenite::protocol::Role::Server,
+                None,
+            )
+            .await;
+            if exec {
+                let target = stream::ExecTarget {
+                    runtime,
+                    container_id: target.container_id,
+                    fifo_dir,
+                };
+                stream::exec(socket, protocol, target, options).await;
+            } else {
+                let target = stream::AttachTarget {
+                    runtime,
+                    container_id: target.container_id,
+                    log: target.path,
+                };
+                stream::attach(socket, target, options).await;
+            }
+        });
         response
     }
 }

@@ -55,7 +55,7 @@ pub struct Call<'a> {
     /// The tolerations new pods get unless they say otherwise.
     pub default_tolerations: &'a crate::tolerations::DefaultTolerations,
     /// How pod logs are fetched from kubelets.
-    pub kubelet: Option<&'a crate::pod_logs::KubeletClient>,
+    pub kubelet: Option<&'a crate::kubelet_proxy::KubeletClient>,
 }
 
 impl Call<'_> {

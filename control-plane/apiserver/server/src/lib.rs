@@ -11,10 +11,12 @@ pub mod auth;
 pub mod certificates;
 pub mod discovery;
 pub mod handler;
+pub mod kubelet_proxy;
 pub mod limits;
 pub mod metrics;
 pub mod patch;
 pub mod pki;
+pub mod pod_exec;
 pub mod pod_logs;
 pub mod priority;
 pub mod request;
@@ -62,7 +64,7 @@ pub struct ApiServer {
     address: String,
     default_tolerations: tolerations::DefaultTolerations,
     /// How `kubectl logs` reaches kubelets (none: logs are refused with a clear error).
-    kubelet: Option<pod_logs::KubeletClient>,
+    kubelet: Option<kubelet_proxy::KubeletClient>,
 }
 
 impl ApiServer {
@@ -99,7 +101,7 @@ impl ApiServer {
     }
 
     /// Reaches kubelets (for `pods/log`) with `client`.
-    pub fn with_kubelet_client(mut self, client: pod_logs::KubeletClient) -> ApiServer {
+    pub fn with_kubelet_client(mut self, client: kubelet_proxy::KubeletClient) -> ApiServer {
         self.kubelet = Some(client);
         self
     }
@@ -150,7 +152,7 @@ impl ApiServer {
                 });
                 let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
                 if let Err(e) = builder
-                    .serve_connection(TokioIo::new(stream), service)
+                    .serve_connection_with_upgrades(TokioIo::new(stream), service)
                     .await
                 {
                     tracing::debug!(%peer, "connection ended: {e}");
@@ -269,6 +271,25 @@ impl ApiServer {
             .catalog()
             .get(&info.group, &info.version, &info.resource)
             .ok_or_else(ApiError::no_route)?;
+        // Streams take the connection over, so they get the request itself, body unread.
+        if let (true, "pods", Some(sub @ ("exec" | "attach")), Some(ns), Some(name)) = (
+            resource.group.is_empty(),
+            resource.plural.as_str(),
+            info.subresource.as_deref(),
+            info.namespace.as_deref(),
+            info.name.as_deref(),
+        ) {
+            let (ns, name, sub) = (ns.to_owned(), name.to_owned(), sub.to_owned());
+            return pod_exec::stream(
+                self.kubelet.as_ref(),
+                &self.registry,
+                request,
+                &ns,
+                &name,
+                &sub,
+            )
+            .await;
+        }
         let text = |name| {
             header_text(request.headers(), name)
                 .unwrap_or("")

@@ -119,6 +119,16 @@ fn parse_path(method: &Method, path: &str, watch: bool) -> RequestInfo {
         _ => "",
     }
     .to_owned();
+    // Opening a stream into a pod is a write whichever method opens it: a WebSocket client
+    // must GET, and `get` alone (what read-only roles grant) must not let it in.
+    if info.verb == "get"
+        && matches!(
+            info.subresource.as_deref(),
+            Some("exec" | "attach" | "portforward")
+        )
+    {
+        info.verb = "create".to_owned();
+    }
     info
 }
 
@@ -169,6 +179,16 @@ mod tests {
                 log.subresource.as_deref()
             ),
             ("get", "pods", Some("web"), Some("log"))
+        );
+        // kubectl exec over WebSocket GETs, and is still a write.
+        let exec = info(Method::GET, "/api/v1/namespaces/ns/pods/web/exec");
+        assert_eq!(
+            (exec.verb.as_str(), exec.subresource.as_deref()),
+            ("create", Some("exec"))
+        );
+        assert_eq!(
+            info(Method::POST, "/api/v1/namespaces/ns/pods/web/attach").verb,
+            "create"
         );
         let nodes = info(Method::DELETE, "/api/v1/nodes");
         assert_eq!(nodes.verb, "deletecollection");

@@ -201,7 +201,7 @@ async fn main() -> Result<()> {
             .kubelet_certificate_authority
             .clone()
             .unwrap_or_else(|| client_ca.clone());
-        let client = apiserver::pod_logs::KubeletClient::new(&cert, &key, &ca)
+        let client = apiserver::kubelet_proxy::KubeletClient::new(&cert, &key, &ca)
             .context("the kubelet client (--kubelet-client-certificate, --kubelet-client-key, --kubelet-certificate-authority)")?;
         server = server.with_kubelet_client(client);
     } else {

@@ -1,0 +1,191 @@
+//! `kubectl exec` and `kubectl attach` end to end: real kubectl through the API server to the
+//! kubelet's WebSocket streams, into containers on real containerd and runc.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use basalt_tests::kubelet_node::KubeletNode;
+
+const IMAGE: &str = "busybox:1.35";
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn show(output: &Output) -> String {
+    format!(
+        "exit {:?}\nstdout: {}\nstderr: {}",
+        output.status.code(),
+        text(&output.stdout),
+        text(&output.stderr)
+    )
+}
+
+#[test]
+fn exec_returns_output_errors_exit_codes_and_drives_a_terminal() {
+    let node = KubeletNode::start();
+    let plane = &node.plane;
+    plane.ok(&[
+        "run",
+        "box",
+        "--image",
+        IMAGE,
+        "--env",
+        "GREETING=hello",
+        "--",
+        "sh",
+        "-c",
+        "echo started; exec sleep 3600",
+    ]);
+    node.wait_pod(
+        "box",
+        "{.status.phase}",
+        "Running",
+        Duration::from_secs(60),
+        |p| p == "Running",
+    );
+
+    // Output and errors come back apart, and kubectl exits with the command's code.
+    let out = plane.kubectl(&[
+        "exec",
+        "box",
+        "--",
+        "sh",
+        "-c",
+        "echo out $GREETING; echo err >&2; exit 3",
+    ]);
+    assert_eq!(out.status.code(), Some(3), "{}", show(&out));
+    assert_eq!(text(&out.stdout), "out hello\n", "{}", show(&out));
+    assert!(text(&out.stderr).starts_with("err\n"), "{}", show(&out));
+    assert_eq!(plane.ok(&["exec", "box", "--", "hostname"]), "box\n");
+
+    // Input reaches the command, and its end ends the command's input.
+    let cat = plane.kubectl_stdin(
+        &["exec", "-i", "box", "--", "sh", "-c", "cat; echo done"],
+        "line one\nline two\n",
+    );
+    assert!(cat.status.success(), "{}", show(&cat));
+    assert_eq!(text(&cat.stdout), "line one\nline two\ndone\n");
+
+    // Plenty of output arrives whole and in order.
+    let many = plane.ok(&["exec", "box", "--", "seq", "1", "50000"]);
+    let lines: Vec<&str> = many.lines().collect();
+    assert_eq!(lines.len(), 50000);
+    assert_eq!((lines[0], lines[49999]), ("1", "50000"));
+
+    // A command that does not exist is named.
+    let missing = plane.kubectl(&["exec", "box", "--", "no-such-command"]);
+    assert!(!missing.status.success(), "{}", show(&missing));
+    assert!(
+        text(&missing.stderr).contains("no-such-command"),
+        "{}",
+        show(&missing)
+    );
+    // And a container that does not exist.
+    let wrong = plane.kubectl(&["exec", "box", "-c", "nope", "--", "true"]);
+    assert!(
+        text(&wrong.stderr).contains("container nope is not valid for pod box"),
+        "{}",
+        show(&wrong)
+    );
+
+    // A terminal of kubectl's own size: script(1) gives kubectl one of 45 rows by 123 columns.
+    let kubectl = format!(
+        "kubectl --kubeconfig {} --context admin exec -it box -- sh -c 'tty; stty size'",
+        plane.kubeconfig().display()
+    );
+    let tty = Command::new("script")
+        .args([
+            "-qec",
+            &format!("stty rows 45 cols 123; {kubectl}"),
+            "/dev/null",
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .expect("script");
+    let shown = text(&tty.stdout);
+    assert!(tty.status.success(), "{}", show(&tty));
+    assert!(shown.contains("/dev/pts/"), "{}", show(&tty));
+    assert!(shown.contains("45 123"), "{}", show(&tty));
+
+    // Opening a stream is a write: `get` on pods/exec is not enough.
+    plane.ok(&[
+        "create",
+        "role",
+        "peek",
+        "--verb",
+        "get,list",
+        "--resource",
+        "pods,pods/exec",
+    ]);
+    plane.ok(&[
+        "create",
+        "rolebinding",
+        "peek",
+        "--role",
+        "peek",
+        "--user",
+        "bob",
+    ]);
+    let bob = plane.kubectl_as("bob", &["exec", "box", "--", "true"]);
+    assert!(!bob.status.success(), "{}", show(&bob));
+    assert!(
+        text(&bob.stderr).contains("cannot create resource \"pods/exec\""),
+        "{}",
+        show(&bob)
+    );
+
+    // The FIFOs of finished execs are gone.
+    let fifos = node.state_dir().join("exec");
+    let left: Vec<_> = std::fs::read_dir(&fifos)
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    assert!(
+        left.is_empty(),
+        "exec FIFOs left in {}: {left:?}",
+        fifos.display()
+    );
+}
+
+#[test]
+fn attach_shows_what_the_container_writes_until_it_exits() {
+    let node = KubeletNode::start();
+    let plane = &node.plane;
+    plane.ok(&[
+        "run",
+        "ticker",
+        "--image",
+        IMAGE,
+        "--restart",
+        "Never",
+        "--",
+        "sh",
+        "-c",
+        "sleep 3; for i in 1 2 3 4 5 6 7 8; do echo tick $i; echo tock $i >&2; sleep 0.3; done",
+    ]);
+    node.wait_pod(
+        "ticker",
+        "{.status.phase}",
+        "Running",
+        Duration::from_secs(60),
+        |p| p == "Running",
+    );
+    let attached = plane.kubectl(&["attach", "ticker"]);
+    assert!(attached.status.success(), "{}", show(&attached));
+    let (out, err) = (text(&attached.stdout), text(&attached.stderr));
+    assert!(out.contains("tick 8\n"), "{}", show(&attached));
+    assert!(!out.contains("tock"), "{}", show(&attached));
+    assert!(err.contains("tock 8\n"), "{}", show(&attached));
+    // A finished pod cannot be attached to.
+    node.wait_pod(
+        "ticker",
+        "{.status.phase}",
+        "Succeeded",
+        Duration::from_secs(30),
+        |p| p == "Succeeded",
+    );
+    let late = plane.kubectl(&["attach", "ticker"]);
+    assert!(!late.status.success(), "{}", show(&late));
+}
