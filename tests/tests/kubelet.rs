@@ -601,3 +601,120 @@ spec:
         node.logs()
     );
 }
+
+#[test]
+fn pods_get_api_credentials_downward_api_files_and_memory_volumes() {
+    let node = KubeletNode::start();
+    let plane = &node.plane;
+    plane.apply(&format!(
+        r#"
+apiVersion: v1
+kind: Pod
+metadata:
+  name: projected
+  labels: {{app: demo, tier: web}}
+spec:
+  containers:
+  - name: c
+    image: {IMAGE}
+    command: ["sleep", "3600"]
+    resources: {{limits: {{memory: 64Mi}}}}
+    volumeMounts:
+    - {{name: info, mountPath: /info}}
+    - {{name: cache, mountPath: /cache}}
+  volumes:
+  - name: info
+    downwardAPI:
+      items:
+      - {{path: labels, fieldRef: {{fieldPath: metadata.labels}}}}
+      - {{path: name, fieldRef: {{fieldPath: metadata.name}}}}
+      - {{path: mem, resourceFieldRef: {{containerName: c, resource: limits.memory, divisor: 1Mi}}}}
+  - name: cache
+    emptyDir: {{medium: Memory, sizeLimit: 16Mi}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: private}}
+spec:
+  automountServiceAccountToken: false
+  containers:
+  - name: c
+    image: {IMAGE}
+    command: ["sleep", "3600"]
+"#
+    ));
+    for pod in ["projected", "private"] {
+        node.wait_pod(
+            pod,
+            "{.status.phase}",
+            "Running",
+            Duration::from_secs(60),
+            running,
+        );
+    }
+    let exec = |pod: &str, script: &str| plane.ok(&["exec", pod, "--", "sh", "-c", script]);
+    let credentials = "/var/run/secrets/kubernetes.io/serviceaccount";
+
+    // The API access volume: the namespace, the cluster CA and a token the API accepts.
+    assert_eq!(
+        exec("projected", &format!("cat {credentials}/namespace")),
+        "default"
+    );
+    let ca = exec("projected", &format!("cat {credentials}/ca.crt"));
+    assert!(ca.starts_with("-----BEGIN CERTIFICATE-----"), "{ca}");
+    let token = exec("projected", &format!("cat {credentials}/token"));
+    let review = plane.kubectl_stdin(
+        &[
+            "create",
+            "-f",
+            "-",
+            "--validate=false",
+            "-o",
+            "jsonpath={.status.user.username}",
+        ],
+        &format!(
+            "{{\"apiVersion\": \"authentication.k8s.io/v1\", \"kind\": \"TokenReview\", \"spec\": {{\"token\": \"{token}\"}}}}"
+        ),
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&review.stdout),
+        "system:serviceaccount:default:default",
+        "{}",
+        String::from_utf8_lossy(&review.stderr)
+    );
+    // A pod that opts out has none.
+    assert_eq!(
+        exec("private", &format!("ls {credentials} 2>/dev/null | wc -l")).trim(),
+        "0"
+    );
+
+    // Downward API files.
+    assert_eq!(
+        exec("projected", "cat /info/labels"),
+        "app=\"demo\"\ntier=\"web\"\n"
+    );
+    assert_eq!(exec("projected", "cat /info/name"), "projected");
+    assert_eq!(exec("projected", "cat /info/mem"), "64");
+
+    // A Memory emptyDir is a tmpfs of its size limit.
+    let mount = exec("projected", "grep ' /cache ' /proc/mounts");
+    assert!(
+        mount.starts_with("tmpfs /cache tmpfs") && mount.contains("size=16384k"),
+        "{mount}"
+    );
+    // Deleting the pod unmounts it and removes the pod's directory.
+    let uid = node.pod_field("projected", "{.metadata.uid}");
+    plane.ok(&["delete", "pod", "projected", "--grace-period", "1"]);
+    let pod_dir = node.state_dir().join("pods").join(&uid);
+    basalt_tests::wait::until(
+        "the pod's directory to go",
+        Duration::from_secs(30),
+        || !pod_dir.exists(),
+        || node.logs(),
+    );
+    let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
+    assert!(
+        !mounts.contains(&uid),
+        "a mount of the deleted pod is left: {mounts}"
+    );
+}

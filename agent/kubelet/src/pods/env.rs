@@ -92,7 +92,7 @@ pub fn field(pod: &Pod, path: &str, host_ip: &str) -> Result<String, String> {
 }
 
 /// The value of a `resourceFieldRef` on `container`.
-fn resource(
+pub fn resource(
     container: &Container,
     resource: &str,
     divisor: Option<&str>,

@@ -1,8 +1,9 @@
 //! What a pod's containers see of the kubelet's disk: its /etc/hosts, /etc/resolv.conf and
-//! /etc/hostname, and its volumes (emptyDir, configMap, secret, hostPath), all under the
-//! pod's own directory. ConfigMap and Secret volumes are written atomically (a fresh
-//! timestamped directory, then `..data` swapped to it) so a container reading while an
-//! update lands sees either the old files or the new ones. Fetching the data is not here.
+//! /etc/hostname, and its volumes (emptyDir on disk or tmpfs, configMap, secret, downwardAPI,
+//! projected, hostPath), all under the pod's own directory. Volumes of data are written
+//! atomically (a fresh timestamped directory, then `..data` swapped to it) so a container
+//! reading while an update lands sees either the old files or the new ones. Fetching the data
+//! and tokens is not here.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -10,7 +11,8 @@ use std::io;
 use std::os::unix::fs::{PermissionsExt, symlink};
 use std::path::{Path, PathBuf};
 
-use k8s_openapi::api::core::v1::{KeyToPath, Pod, Volume};
+use k8s_openapi::api::core::v1::{DownwardAPIVolumeFile, KeyToPath, Pod, Volume};
+use nix::mount::{MntFlags, MsFlags};
 
 use crate::spec::BindMount;
 
@@ -133,18 +135,102 @@ pub enum Prepared {
 /// Data for configMap and secret volumes: name → key → bytes (`None`: it does not exist).
 pub type Data = BTreeMap<String, Option<BTreeMap<String, Vec<u8>>>>;
 
+/// Service account tokens: (audience, expirationSeconds) → the token, or why there is none.
+pub type Tokens = BTreeMap<(String, i64), Result<String, String>>;
+
+/// What volumes are made of, fetched beforehand.
+pub struct Inputs<'a> {
+    /// The pod (for downward API files).
+    pub pod: &'a Pod,
+    /// The node's address (`status.hostIP`).
+    pub host_ip: &'a str,
+    /// ConfigMaps the pod names.
+    pub config_maps: &'a Data,
+    /// Secrets the pod names.
+    pub secrets: &'a Data,
+    /// Tokens its projected volumes ask for.
+    pub tokens: &'a Tokens,
+}
+
+/// The token audience and lifetime a projected `serviceAccountToken` source means (the API
+/// server's audience when none is given; an hour by default).
+pub fn token_key(audience: Option<&str>, expiration_seconds: Option<i64>) -> (String, i64) {
+    (
+        audience.unwrap_or("").to_string(),
+        expiration_seconds.unwrap_or(3600),
+    )
+}
+
 /// Prepares `volume` of a pod under `dir` (the pod's volume directory).
-pub fn prepare(
-    dir: &Path,
-    volume: &Volume,
-    config_maps: &Data,
-    secrets: &Data,
-) -> io::Result<Prepared> {
+pub fn prepare(dir: &Path, volume: &Volume, inputs: &Inputs<'_>) -> io::Result<Prepared> {
     let own = dir.join(&volume.name);
-    if volume.empty_dir.is_some() {
-        // A Memory medium would be a tmpfs mounted here; until then it is backed by disk.
+    if let Some(empty) = &volume.empty_dir {
         fs::create_dir_all(&own)?;
+        if empty.medium.as_deref() == Some("Memory") {
+            let size = empty
+                .size_limit
+                .as_ref()
+                .map(|q| placement::resources::milli(q) / 1000);
+            mount_tmpfs(&own, size)?;
+        }
         fs::set_permissions(&own, fs::Permissions::from_mode(0o777))?;
+        return Ok(Prepared::Dir(own));
+    }
+    if let Some(downward) = &volume.downward_api {
+        let files = match downward_files(inputs, downward.items.as_deref()) {
+            Ok(files) => files,
+            Err(reason) => return Ok(Prepared::Unsupported(reason)),
+        };
+        write_atomically(&own, &files, downward.default_mode.unwrap_or(0o644) as u32)?;
+        return Ok(Prepared::Dir(own));
+    }
+    if let Some(projected) = &volume.projected {
+        let mut files = BTreeMap::new();
+        for source in projected.sources.iter().flatten() {
+            let part = if let Some(cm) = &source.config_map {
+                let what = format!("configmap {:?}", cm.name);
+                match data_of(inputs.config_maps.get(&cm.name), cm.optional, &what) {
+                    Ok(data) => select(&data, cm.items.as_deref())?,
+                    Err(reason) => return Ok(Prepared::Unsupported(reason)),
+                }
+            } else if let Some(secret) = &source.secret {
+                let what = format!("secret {:?}", secret.name);
+                match data_of(inputs.secrets.get(&secret.name), secret.optional, &what) {
+                    Ok(data) => select(&data, secret.items.as_deref())?,
+                    Err(reason) => return Ok(Prepared::Unsupported(reason)),
+                }
+            } else if let Some(downward) = &source.downward_api {
+                match downward_files(inputs, downward.items.as_deref()) {
+                    Ok(part) => part,
+                    Err(reason) => return Ok(Prepared::Unsupported(reason)),
+                }
+            } else if let Some(token) = &source.service_account_token {
+                let key = token_key(token.audience.as_deref(), token.expiration_seconds);
+                let value = match inputs.tokens.get(&key) {
+                    Some(Ok(value)) => value,
+                    Some(Err(why)) => {
+                        return Ok(Prepared::Unsupported(format!(
+                            "volume {:?}: {why}",
+                            volume.name
+                        )));
+                    }
+                    None => {
+                        return Ok(Prepared::Unsupported(format!(
+                            "volume {:?}: no service account token for audience {:?} yet",
+                            volume.name, key.0
+                        )));
+                    }
+                };
+                BTreeMap::from([(token.path.clone(), value.clone().into_bytes())])
+            } else {
+                return Ok(Prepared::Unsupported(format!(
+                    "volume {:?}: this kind of projected source is not supported yet",
+                    volume.name
+                )));
+            };
+            files.extend(part);
+        }
+        write_atomically(&own, &files, projected.default_mode.unwrap_or(0o644) as u32)?;
         return Ok(Prepared::Dir(own));
     }
     if let Some(host) = &volume.host_path {
@@ -169,7 +255,7 @@ pub fn prepare(
     }
     let (data, items, mode, optional, what) = if let Some(cm) = &volume.config_map {
         (
-            config_maps.get(&cm.name),
+            inputs.config_maps.get(&cm.name),
             &cm.items,
             cm.default_mode,
             cm.optional,
@@ -178,7 +264,7 @@ pub fn prepare(
     } else if let Some(secret) = &volume.secret {
         let name = secret.secret_name.clone().unwrap_or_default();
         (
-            secrets.get(&name),
+            inputs.secrets.get(&name),
             &secret.items,
             secret.default_mode,
             secret.optional,
@@ -190,14 +276,122 @@ pub fn prepare(
             volume.name
         )));
     };
-    let data = match data.cloned().flatten() {
-        Some(data) => data,
-        None if optional == Some(true) => BTreeMap::new(),
-        None => return Ok(Prepared::Unsupported(format!("{what} not found"))),
+    let data = match data_of(data, optional, &what) {
+        Ok(data) => data,
+        Err(reason) => return Ok(Prepared::Unsupported(reason)),
     };
     let files = select(&data, items.as_deref())?;
     write_atomically(&own, &files, mode.unwrap_or(0o644) as u32)?;
     Ok(Prepared::Dir(own))
+}
+
+/// The data of a ConfigMap or Secret (`what`): an optional one that is missing is empty.
+fn data_of(
+    data: Option<&Option<BTreeMap<String, Vec<u8>>>>,
+    optional: Option<bool>,
+    what: &str,
+) -> Result<BTreeMap<String, Vec<u8>>, String> {
+    match data.cloned().flatten() {
+        Some(data) => Ok(data),
+        None if optional == Some(true) => Ok(BTreeMap::new()),
+        None => Err(format!("{what} not found")),
+    }
+}
+
+/// The files of downward API `items`.
+fn downward_files(
+    inputs: &Inputs<'_>,
+    items: Option<&[DownwardAPIVolumeFile]>,
+) -> Result<BTreeMap<String, Vec<u8>>, String> {
+    items
+        .unwrap_or_default()
+        .iter()
+        .map(|item| Ok((item.path.clone(), downward_file(inputs, item)?.into_bytes())))
+        .collect()
+}
+
+/// A downward API file's contents.
+fn downward_file(inputs: &Inputs<'_>, item: &DownwardAPIVolumeFile) -> Result<String, String> {
+    if let Some(field) = &item.field_ref {
+        let meta = &inputs.pod.metadata;
+        // Whole maps are written one `key="value"` per line, sorted.
+        let map = match field.field_path.as_str() {
+            "metadata.labels" => Some(meta.labels.clone().unwrap_or_default()),
+            "metadata.annotations" => Some(meta.annotations.clone().unwrap_or_default()),
+            _ => None,
+        };
+        if let Some(map) = map {
+            return Ok(map.iter().map(|(k, v)| format!("{k}={v:?}\n")).collect());
+        }
+        return super::env::field(inputs.pod, &field.field_path, inputs.host_ip);
+    }
+    if let Some(resource) = &item.resource_field_ref {
+        let container = inputs
+            .pod
+            .spec
+            .iter()
+            .flat_map(|s| {
+                s.containers
+                    .iter()
+                    .chain(s.init_containers.iter().flatten())
+            })
+            .find(|c| Some(&c.name) == resource.container_name.as_ref())
+            .ok_or_else(|| {
+                format!(
+                    "downward API file {:?}: no container {:?}",
+                    item.path, resource.container_name
+                )
+            })?;
+        return super::env::resource(
+            container,
+            &resource.resource,
+            resource.divisor.as_ref().map(|d| d.0.as_str()),
+        );
+    }
+    Err(format!(
+        "downward API file {:?}: neither fieldRef nor resourceFieldRef",
+        item.path
+    ))
+}
+
+/// Mounts a tmpfs of at most `size` bytes (half the node's memory if unset, the kernel's
+/// default) on `dir`, unless one is there already (a kubelet restart).
+fn mount_tmpfs(dir: &Path, size: Option<i64>) -> io::Result<()> {
+    if is_mount_point(dir)? {
+        return Ok(());
+    }
+    let options = size
+        .filter(|s| *s > 0)
+        .map(|s| format!("mode=0777,size={s}"))
+        .unwrap_or_else(|| "mode=0777".to_string());
+    nix::mount::mount(
+        Some("tmpfs"),
+        dir,
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        Some(options.as_str()),
+    )
+    .map_err(io::Error::from)
+}
+
+fn is_mount_point(dir: &Path) -> io::Result<bool> {
+    use std::os::unix::fs::MetadataExt;
+    let parent = dir.parent().unwrap_or(dir);
+    Ok(fs::metadata(dir)?.dev() != fs::metadata(parent)?.dev())
+}
+
+/// Unmounts the tmpfs volumes under a pod's volume directory `dir`, so it can be removed.
+pub fn unmount_volumes(dir: &Path) -> io::Result<()> {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return Ok(());
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.is_dir() && is_mount_point(&path)? {
+            nix::mount::umount2(&path, MntFlags::MNT_DETACH).map_err(io::Error::from)?;
+        }
+    }
+    Ok(())
 }
 
 /// The files a configMap/secret volume holds: every key, or just the listed `items`.

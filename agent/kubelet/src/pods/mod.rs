@@ -9,6 +9,7 @@ mod hooks;
 mod instances;
 mod probes;
 mod status;
+mod tokens;
 mod worker;
 
 use std::collections::{HashMap, HashSet};

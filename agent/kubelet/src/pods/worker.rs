@@ -23,6 +23,7 @@ use super::hooks;
 use super::instances::{self, Instance, State};
 use super::probes::{self, ProbeState, Prober};
 use super::status::{self, Waiting};
+use super::tokens::TokenCache;
 use crate::runtime::{self, ImageConfig};
 use crate::spec::{self, BindMount};
 
@@ -73,6 +74,7 @@ pub struct Worker {
     reported: Option<Value>,
     /// Probe tasks by containerd ID of the instance they probe.
     probers: HashMap<String, Prober>,
+    tokens: TokenCache,
     wake: Arc<Notify>,
 }
 
@@ -92,6 +94,7 @@ pub async fn run(
         pod_ip: None,
         reported: None,
         probers: HashMap::new(),
+        tokens: TokenCache::default(),
         wake: Arc::clone(&wake),
     };
     loop {
@@ -122,10 +125,12 @@ fn retry_after(started: bool) -> Duration {
     }
 }
 
-/// The ConfigMaps and Secrets a pod's environment refers to, read once per sync.
+/// The ConfigMaps, Secrets and tokens a pod's environment and volumes refer to, read once
+/// per sync.
 struct Fetched {
     config_maps: files::Data,
     secrets: files::Data,
+    tokens: files::Tokens,
 }
 
 fn text(data: &Option<BTreeMap<String, Vec<u8>>>) -> Option<BTreeMap<String, String>> {
@@ -413,7 +418,7 @@ impl Worker {
     }
 
     /// Reads the ConfigMaps and Secrets the pod's environment and volumes name.
-    async fn fetch(&self, pod: &Pod) -> Result<Fetched> {
+    async fn fetch(&mut self, pod: &Pod) -> Result<Fetched> {
         let (namespace, _) = meta(pod);
         let mut config_maps: BTreeMap<String, ()> = BTreeMap::new();
         let mut secrets: BTreeMap<String, ()> = BTreeMap::new();
@@ -450,12 +455,25 @@ impl Worker {
             if let Some(name) = volume.secret.as_ref().and_then(|s| s.secret_name.clone()) {
                 secrets.insert(name, ());
             }
+            for source in volume
+                .projected
+                .iter()
+                .flat_map(|p| p.sources.iter().flatten())
+            {
+                if let Some(cm) = &source.config_map {
+                    config_maps.insert(cm.name.clone(), ());
+                }
+                if let Some(secret) = &source.secret {
+                    secrets.insert(secret.name.clone(), ());
+                }
+            }
         }
         let cm_api: Api<ConfigMap> = Api::namespaced(self.ctx.client.clone(), &namespace);
         let secret_api: Api<Secret> = Api::namespaced(self.ctx.client.clone(), &namespace);
         let mut fetched = Fetched {
             config_maps: BTreeMap::new(),
             secrets: BTreeMap::new(),
+            tokens: self.tokens.refresh(&self.ctx.client, pod).await,
         };
         for name in config_maps.into_keys() {
             let found = cm_api
@@ -505,8 +523,14 @@ impl Worker {
             .into_iter()
             .flatten()
         {
-            let result = match files::prepare(&dir, volume, &fetched.config_maps, &fetched.secrets)
-            {
+            let inputs = files::Inputs {
+                pod,
+                host_ip: &self.ctx.node_ip,
+                config_maps: &fetched.config_maps,
+                secrets: &fetched.secrets,
+                tokens: &fetched.tokens,
+            };
+            let result = match files::prepare(&dir, volume, &inputs) {
                 Ok(Prepared::Dir(path)) => Ok(path),
                 Ok(Prepared::Unsupported(reason)) => Err(reason),
                 Err(error) => Err(format!("volume {:?}: {error}", volume.name)),
@@ -974,6 +998,8 @@ impl Worker {
             .await
             .context("tearing down the pod's network")?;
         let pod_dir = self.ctx.root_dir.join("pods").join(&self.uid);
+        files::unmount_volumes(&pod_dir.join("volumes"))
+            .with_context(|| format!("unmounting the volumes of {}", pod_dir.display()))?;
         remove_dir(&pod_dir)?;
         if let Ok(entries) = std::fs::read_dir(&self.ctx.log_dir) {
             for entry in entries.flatten() {

@@ -1124,7 +1124,8 @@ fn set_namespace(
     }
 }
 
-fn generate_name(prefix: &str) -> String {
+/// `prefix` and five random characters of the set Kubernetes uses for generated names.
+pub fn generate_name(prefix: &str) -> String {
     // Kubernetes keeps the whole name within 63 characters.
     let prefix: String = prefix.chars().take(58).collect();
     let mut rng = rand::rng();

@@ -339,6 +339,8 @@ pub async fn handle(
                 crate::limits::admit(registry, ns.unwrap_or(""), &mut body).await?;
                 call.default_tolerations.admit(&mut body);
                 crate::priority::admit(registry, &mut body).await?;
+                let ns = ns.unwrap_or("");
+                crate::service_account_admission::admit(registry, ns, &mut body).await?;
             }
             let object = registry
                 .create(&resource, ns, body, &call.write_options()?)

@@ -22,6 +22,7 @@ pub mod priority;
 pub mod request;
 pub mod response;
 pub mod review;
+pub mod service_account_admission;
 pub mod system;
 pub mod table;
 pub mod tls;
