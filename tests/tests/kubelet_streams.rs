@@ -189,3 +189,91 @@ fn attach_shows_what_the_container_writes_until_it_exits() {
     let late = plane.kubectl(&["attach", "ticker"]);
     assert!(!late.status.success(), "{}", show(&late));
 }
+
+/// `kubectl port-forward pod/web LOCAL:8080` in the background, once it listens.
+fn port_forward(
+    plane: &basalt_tests::control_plane::ControlPlane,
+    local: u16,
+    websockets: bool,
+) -> std::process::Child {
+    use std::io::{BufRead, BufReader};
+    let mut child = plane
+        .kubectl_command("admin")
+        .env("PORT_FORWARD_WEBSOCKETS", websockets.to_string())
+        .args([
+            "port-forward",
+            "pod/web",
+            &format!("{local}:8080"),
+            "9999:9999",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("kubectl port-forward");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut lines = BufReader::new(stdout).lines();
+    let first = lines.next().and_then(Result::ok).unwrap_or_default();
+    assert!(first.starts_with("Forwarding from 127.0.0.1:"), "{first}");
+    // Keep reading so kubectl never blocks on a full pipe.
+    std::thread::spawn(move || lines.for_each(drop));
+    child
+}
+
+/// An HTTP/1.0 GET of `path` on 127.0.0.1:`port`, the whole answer.
+fn get(port: u16, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("timeout");
+    write!(stream, "GET {path} HTTP/1.0\r\n\r\n").expect("request");
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer);
+    answer
+}
+
+#[test]
+fn port_forward_reaches_the_pods_localhost_over_websocket_and_spdy() {
+    let node = KubeletNode::start();
+    let plane = &node.plane;
+    plane.ok(&[
+        "run", "web", "--image", IMAGE, "--", "sh", "-c",
+        "mkdir -p /www && seq 1 100000 > /www/big && echo forwarded > /www/index.html && exec httpd -f -p 127.0.0.1:8080 -h /www",
+    ]);
+    node.wait_pod(
+        "web",
+        "{.status.phase}",
+        "Running",
+        Duration::from_secs(60),
+        |p| p == "Running",
+    );
+    for (local, websockets) in [(18080, true), (18081, false)] {
+        let mut kubectl = port_forward(plane, local, websockets);
+        // The server listens on the pod's loopback only: the connection is made inside it.
+        let page = get(local, "/index.html");
+        assert!(page.ends_with("\r\n\r\nforwarded\n"), "{page}");
+        let big = get(local, "/big");
+        assert!(big.ends_with("99999\n100000\n"), "{} bytes", big.len());
+        // Connections in parallel.
+        let many: Vec<_> = (0..4)
+            .map(|_| std::thread::spawn(move || get(local, "/index.html")))
+            .collect();
+        for answer in many {
+            assert!(answer.join().unwrap_or_default().ends_with("forwarded\n"));
+        }
+        // A port nothing listens on: the connection ends, and kubectl (as against any
+        // kubelet) reports the failure and stops.
+        assert_eq!(get(9999, "/"), "");
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while kubectl.try_wait().ok().flatten().is_none() && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = kubectl.kill();
+        let output = kubectl.wait_with_output().expect("kubectl output");
+        assert!(
+            text(&output.stderr).contains("failed to connect to localhost:9999"),
+            "{}",
+            show(&output)
+        );
+    }
+}

@@ -1,10 +1,12 @@
 //! The kubelet's HTTPS API on port 10250, which the API server calls for `kubectl logs`,
-//! `exec` and `attach`: TLS with a serving certificate the cluster trusts, a client
-//! certificate required from the cluster CA, and only the users it is told to trust (the API
-//! server's kubelet client) let through. It routes `/healthz`, `/containerLogs`, `/exec` and
-//! `/attach`; what they answer is their modules'.
+//! `exec`, `attach` and `port-forward`: TLS with a serving certificate the cluster trusts, a
+//! client certificate required from the cluster CA, and only the users it is told to trust
+//! (the API server's kubelet client) let through. It routes `/healthz`, `/containerLogs`,
+//! `/exec`, `/attach` and `/portForward`; what they answer is their modules'.
 
 mod logs;
+mod port_forward;
+mod spdy;
 mod stream;
 
 use std::collections::HashMap;
@@ -183,7 +185,10 @@ impl Server {
         let path = request.uri().path().to_string();
         let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
         // SPDY clients POST; they are told what this kubelet speaks instead.
-        let streaming = matches!(parts.as_slice(), ["exec" | "attach", _, _, _]);
+        let streaming = matches!(
+            parts.as_slice(),
+            ["exec" | "attach", _, _, _] | ["portForward", _, _]
+        );
         let allowed = request.method() == http::Method::GET
             || (streaming && request.method() == http::Method::POST);
         if !allowed {
@@ -201,6 +206,10 @@ impl Server {
             ["healthz"] => text(StatusCode::OK, "ok".into()),
             ["containerLogs", namespace, pod, container] => {
                 self.container_logs(namespace, pod, container, &query).await
+            }
+            ["portForward", namespace, pod] => {
+                let (namespace, pod) = (namespace.to_string(), pod.to_string());
+                self.port_forward(request, &namespace, &pod).await
             }
             [kind @ ("exec" | "attach"), namespace, pod, container] => {
                 let (exec, namespace, pod, container) = (
@@ -252,6 +261,82 @@ impl Server {
 }
 
 impl Server {
+    /// Forwards connections to pod `namespace/pod`'s ports.
+    async fn port_forward(
+        &self,
+        request: Request<Incoming>,
+        namespace: &str,
+        pod: &str,
+    ) -> Response<Body> {
+        let netns = match self.pod_netns(namespace, pod).await {
+            Ok(netns) => netns,
+            Err((status, message)) => return text(status, message),
+        };
+        let (switch, transport) = match port_forward::accept(request.headers()) {
+            Ok(accepted) => accepted,
+            Err(message) => return text(StatusCode::BAD_REQUEST, message),
+        };
+        let Ok(response) = switch.body(Empty::new().boxed_unsync()) else {
+            return text(StatusCode::INTERNAL_SERVER_ERROR, "building the 101".into());
+        };
+        let target = port_forward::Target {
+            pod: format!("{namespace}/{pod}"),
+            netns,
+        };
+        tokio::spawn(async move {
+            match hyper::upgrade::on(request).await {
+                Ok(upgraded) => port_forward::serve(upgraded, transport, target).await,
+                Err(error) => tracing::debug!(%error, "a port-forward upgrade failed"),
+            }
+        });
+        response
+    }
+
+    /// The network namespace of running pod `namespace/pod` (`None`: the node's), from the
+    /// runtime spec of one of its running containers.
+    async fn pod_netns(
+        &self,
+        namespace: &str,
+        pod: &str,
+    ) -> Result<Option<PathBuf>, (StatusCode, String)> {
+        let containers = self
+            .runtime
+            .containers(&[
+                (crate::pods::labels::POD_NAMESPACE, namespace),
+                (crate::pods::labels::POD_NAME, pod),
+            ])
+            .await
+            .map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+        for container in containers {
+            let running = matches!(
+                self.runtime.task(&container.id).await,
+                Ok(Some(crate::runtime::TaskState::Running { .. }))
+            );
+            if !running {
+                continue;
+            }
+            let Ok(spec) = self.runtime.container_spec(&container.id).await else {
+                continue;
+            };
+            let namespaces = spec
+                .pointer("/linux/namespaces")
+                .and_then(|n| n.as_array())
+                .cloned()
+                .unwrap_or_default();
+            let path = namespaces
+                .iter()
+                .find(|n| n.get("type").and_then(|t| t.as_str()) == Some("network"))
+                .and_then(|n| n.get("path"))
+                .and_then(|p| p.as_str())
+                .map(PathBuf::from);
+            return Ok(path);
+        }
+        Err((
+            StatusCode::NOT_FOUND,
+            format!("pod not found (\"{namespace}/{pod}\"): no container of it is running"),
+        ))
+    }
+
     /// Opens an exec or attach stream into the running `container` of pod `namespace/pod`.
     async fn stream(
         &self,
@@ -287,10 +372,7 @@ impl Server {
             Err(message) => return text(StatusCode::BAD_REQUEST, message),
         };
         let Ok(response) = switch.body(Empty::new().boxed_unsync()) else {
-            return text(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "building the protocol switch".into(),
-            );
+            return text(StatusCode::INTERNAL_SERVER_ERROR, "building the 101".into());
         };
         let runtime = self.runtime.clone();
         let fifo_dir = self.fifo_dir.clone();

@@ -259,7 +259,7 @@ pub(crate) async fn connect(
 pub struct PodTarget {
     /// The pod as stored.
     pub pod: Object,
-    /// The container meant (see [`container`]).
+    /// The container meant (see [`container`]; empty for the whole pod).
     pub container: String,
     /// The node the pod is bound to.
     pub node: String,
@@ -267,21 +267,33 @@ pub struct PodTarget {
     pub endpoint: KubeletEndpoint,
 }
 
-/// Finds pod `name` in `namespace`, the container `asked` for (or its only one) and its
-/// node's kubelet. The errors are kube-apiserver's: no such pod (404), no such container or
-/// no node yet (400).
+/// What a request is for: one container (the one named, or the pod's only one), or the
+/// whole pod (port forwarding).
+#[derive(Debug, Clone, Copy)]
+pub enum Wanted<'a> {
+    /// A container, by name if given.
+    Container(Option<&'a str>),
+    /// The pod.
+    Pod,
+}
+
+/// Finds pod `name` in `namespace`, the container `wanted` and its node's kubelet. The
+/// errors are kube-apiserver's: no such pod (404), no such container or no node yet (400).
 pub async fn locate(
     registry: &Registry,
     namespace: &str,
     name: &str,
-    asked: Option<&str>,
+    wanted: Wanted<'_>,
 ) -> Result<PodTarget, ApiError> {
     let catalog = registry.catalog();
     let pods = catalog
         .get("", "v1", "pods")
         .ok_or_else(ApiError::no_route)?;
     let pod = registry.get(&pods, Some(namespace), name).await?;
-    let container = container(&pod, name, asked)?;
+    let container = match wanted {
+        Wanted::Container(asked) => container(&pod, name, asked)?,
+        Wanted::Pod => String::new(),
+    };
     let node = str_at(&pod, "spec.nodeName")
         .filter(|n| !n.is_empty())
         .ok_or_else(|| ApiError::bad_request(format!("pod {name} does not have a host assigned")))?

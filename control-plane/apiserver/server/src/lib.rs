@@ -273,7 +273,13 @@ impl ApiServer {
             .get(&info.group, &info.version, &info.resource)
             .ok_or_else(ApiError::no_route)?;
         // Streams take the connection over, so they get the request itself, body unread.
-        if let (true, "pods", Some(sub @ ("exec" | "attach")), Some(ns), Some(name)) = (
+        if let (
+            true,
+            "pods",
+            Some(sub @ ("exec" | "attach" | "portforward")),
+            Some(ns),
+            Some(name),
+        ) = (
             resource.group.is_empty(),
             resource.plural.as_str(),
             info.subresource.as_deref(),

@@ -1,9 +1,10 @@
-//! `pods/{name}/exec` and `pods/{name}/attach`: the API server's side of `kubectl exec` and
-//! `kubectl attach`. It checks the options, finds the container and its kubelet
-//! (`kubelet_proxy`), sends the client's upgrade request on to the kubelet's `/exec` or
-//! `/attach`, and once the kubelet has switched protocols, joins the two connections byte for
-//! byte — as kube-apiserver's upgrade-aware proxy does. Basalt's kubelets speak the WebSocket
-//! channel protocol themselves, so nothing is translated here. **Does not** understand the
+//! `pods/{name}/exec`, `pods/{name}/attach` and `pods/{name}/portforward`: the API server's
+//! side of `kubectl exec`, `attach` and `port-forward`. It checks the options, finds the
+//! container (or pod) and its kubelet (`kubelet_proxy`), sends the client's upgrade request on
+//! to the kubelet's `/exec`, `/attach` or `/portForward`, and once the kubelet has switched
+//! protocols, joins the two connections byte for byte — as kube-apiserver's upgrade-aware
+//! proxy does. Basalt's kubelets speak kubectl's stream protocols (WebSocket channels, SPDY
+//! tunnelled or not) themselves, so nothing is translated here. **Does not** understand the
 //! stream protocol (the kubelet's) or authorize (`create` on the subresource, checked before).
 
 use std::collections::HashMap;
@@ -101,8 +102,34 @@ impl Options {
     }
 }
 
-/// Serves an `exec` or `attach` (`subresource`) request for pod `name` in `namespace`
-/// through `client` (none: the server has no kubelet credentials, and refuses).
+/// The ports of a port-forward `query` (`ports`, repeated or comma-separated), checked.
+fn ports(query: Option<&str>) -> Result<Vec<u16>, ApiError> {
+    let mut ports = Vec::new();
+    for (key, value) in query
+        .map(|q| {
+            form_urlencoded::parse(q.as_bytes())
+                .into_owned()
+                .collect::<Vec<_>>()
+        })
+        .unwrap_or_default()
+    {
+        if key != "ports" {
+            continue;
+        }
+        for text in value.split(',').map(str::trim).filter(|t| !t.is_empty()) {
+            let port = text.parse::<u16>().ok().filter(|p| *p > 0).ok_or_else(|| {
+                ApiError::bad_request(format!(
+                    "ports: invalid value {text:?}: must be between 1 and 65535, inclusive"
+                ))
+            })?;
+            ports.push(port);
+        }
+    }
+    Ok(ports)
+}
+
+/// Serves an `exec`, `attach` or `portforward` (`subresource`) request for pod `name` in
+/// `namespace` through `client` (none: the server has no kubelet credentials, and refuses).
 pub async fn stream(
     client: Option<&KubeletClient>,
     registry: &Registry,
@@ -111,25 +138,43 @@ pub async fn stream(
     name: &str,
     subresource: &str,
 ) -> Result<Response<Body>, ApiError> {
-    let exec = subresource == "exec";
-    let options = Options::parse(request.uri().query(), exec)?;
-    let target =
-        kubelet_proxy::locate(registry, namespace, name, options.container.as_deref()).await?;
+    let query = request.uri().query();
+    let (path, target) = if subresource == "portforward" {
+        let ports = ports(query)?;
+        let wanted = kubelet_proxy::Wanted::Pod;
+        let target = kubelet_proxy::locate(registry, namespace, name, wanted).await?;
+        let mut path = format!("/portForward/{namespace}/{name}");
+        if !ports.is_empty() {
+            let list: Vec<String> = ports.iter().map(u16::to_string).collect();
+            path.push_str(&format!("?ports={}", list.join(",")));
+        }
+        (path, target)
+    } else {
+        let exec = subresource == "exec";
+        let options = Options::parse(query, exec)?;
+        let wanted = kubelet_proxy::Wanted::Container(options.container.as_deref());
+        let target = kubelet_proxy::locate(registry, namespace, name, wanted).await?;
+        let path = format!(
+            "/{subresource}/{namespace}/{name}/{}?{}",
+            target.container,
+            options.kubelet_query()
+        );
+        (path, target)
+    };
     if let Some(phase @ ("Succeeded" | "Failed")) = str_at(&target.pod, "status.phase") {
-        let doing = if exec { "exec into" } else { "attach to" };
+        let doing = match subresource {
+            "exec" => "exec into a container in",
+            "attach" => "attach to a container in",
+            _ => "forward ports of",
+        };
         return Err(ApiError::bad_request(format!(
-            "cannot {doing} a container in a completed pod; current phase is {phase}"
+            "cannot {doing} a completed pod; current phase is {phase}"
         )));
     }
     if !request.headers().contains_key(header::UPGRADE) {
         return Err(ApiError::bad_request("Upgrade request required"));
     }
     let client = client.ok_or_else(|| kubelet_proxy::no_client(subresource))?;
-    let path = format!(
-        "/{subresource}/{namespace}/{name}/{}?{}",
-        target.container,
-        options.kubelet_query()
-    );
     let url = format!("https://{}{path}", target.endpoint);
     let failed = |why: String| ApiError::internal(format!("Get \"{url}\": {why}"));
     let mut kubelet_request = Request::builder()
@@ -226,6 +271,20 @@ mod tests {
             options.ok().map(|o| o.kubelet_query()).as_deref(),
             Some("command=sh&command=-c&command=echo+%22a+b%22&stdout=true&tty=true")
         );
+    }
+
+    #[test]
+    fn ports_are_listed_and_checked() {
+        assert_eq!(
+            ports(Some("ports=8080&ports=9090,53")).ok(),
+            Some(vec![8080, 9090, 53])
+        );
+        let error = ports(Some("ports=0")).err().map(|e| e.message);
+        assert_eq!(
+            error.as_deref(),
+            Some("ports: invalid value \"0\": must be between 1 and 65535, inclusive")
+        );
+        assert!(ports(Some("ports=http")).is_err());
     }
 
     #[test]

@@ -98,7 +98,8 @@ pub async fn logs(
     // The options are checked first, as kube-apiserver decodes them before it reads the pod.
     let forwarded = forwarded_query(query, jiff::Timestamp::now())?;
     let asked = query.get("container").map(String::as_str);
-    let target = kubelet_proxy::locate(registry, namespace, name, asked).await?;
+    let wanted = kubelet_proxy::Wanted::Container(asked);
+    let target = kubelet_proxy::locate(registry, namespace, name, wanted).await?;
     let client = client.ok_or_else(|| kubelet_proxy::no_client("logs"))?;
     let container = &target.container;
     let path = if forwarded.is_empty() {
