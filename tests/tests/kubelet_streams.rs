@@ -277,3 +277,87 @@ fn port_forward_reaches_the_pods_localhost_over_websocket_and_spdy() {
         );
     }
 }
+
+/// `kubectl get --raw` of `path` as the admin, parsed.
+fn raw_json(plane: &basalt_tests::control_plane::ControlPlane, path: &str) -> serde_json::Value {
+    let text = plane.ok(&["get", "--raw", path]);
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path}: {e}: {text}"))
+}
+
+#[test]
+fn the_nodes_usage_is_served_through_the_api_servers_node_proxy() {
+    let node = KubeletNode::start();
+    let plane = &node.plane;
+    plane.ok(&[
+        "run",
+        "busy",
+        "--image",
+        IMAGE,
+        "--",
+        "sh",
+        "-c",
+        "dd if=/dev/zero bs=1M count=64 | md5sum; exec sleep 3600",
+    ]);
+    node.wait_pod(
+        "busy",
+        "{.status.phase}",
+        "Running",
+        Duration::from_secs(60),
+        |p| p == "Running",
+    );
+    let summary_path = "/api/v1/nodes/n1/proxy/stats/summary";
+    let summary = raw_json(plane, summary_path);
+    assert_eq!(summary["node"]["nodeName"], "n1", "{summary}");
+    for field in [
+        "/node/cpu/usageCoreNanoSeconds",
+        "/node/memory/workingSetBytes",
+        "/node/fs/capacityBytes",
+    ] {
+        assert!(
+            summary.pointer(field).and_then(|v| v.as_u64()).unwrap_or(0) > 0,
+            "{field}: {summary}"
+        );
+    }
+    let pod = |summary: &serde_json::Value| {
+        summary["pods"]
+            .as_array()
+            .and_then(|pods| pods.iter().find(|p| p["podRef"]["name"] == "busy").cloned())
+            .unwrap_or_default()
+    };
+    let busy = pod(&summary);
+    assert_eq!(busy["containers"][0]["name"], "busy", "{summary}");
+    assert!(
+        busy["memory"]["workingSetBytes"].as_u64().unwrap_or(0) > 0,
+        "{busy}"
+    );
+    assert!(
+        busy["cpu"]["usageCoreNanoSeconds"].as_u64().unwrap_or(0) > 0,
+        "{busy}"
+    );
+    assert!(busy["network"]["rxBytes"].is_u64(), "{busy}");
+    // Rates come once the sampler has read the counters twice.
+    basalt_tests::wait::until(
+        "a CPU rate for the pod",
+        Duration::from_secs(30),
+        || pod(&raw_json(plane, summary_path))["cpu"]["usageNanoCores"].is_u64(),
+        || node.logs(),
+    );
+
+    let metrics = plane.ok(&["get", "--raw", "/api/v1/nodes/n1/proxy/metrics/resource"]);
+    assert!(
+        metrics.contains("container_memory_working_set_bytes{container=\"busy\",namespace=\"default\",pod=\"busy\"}"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("\nnode_cpu_usage_seconds_total "),
+        "{metrics}"
+    );
+    assert!(metrics.contains("\nresource_scrape_error 0 "), "{metrics}");
+    let kubelet = plane.ok(&["get", "--raw", "/api/v1/nodes/n1/proxy/metrics"]);
+    assert!(kubelet.contains("\nkubelet_running_pods 1\n"), "{kubelet}");
+
+    // Reaching a node's kubelet is a right of its own.
+    let bob = plane.kubectl_as("bob", &["get", "--raw", summary_path]);
+    assert!(!bob.status.success(), "{}", show(&bob));
+    assert!(text(&bob.stderr).contains("Forbidden"), "{}", show(&bob));
+}

@@ -120,6 +120,12 @@ impl PodNetwork {
         self.netns_dir.join(uid)
     }
 
+    /// The node's end of pod `uid`'s veth pair (its counters are the pod's traffic, with
+    /// receive and transmit swapped).
+    pub fn host_interface(uid: &str) -> String {
+        Names::of(uid).host
+    }
+
     /// The address pod `uid` holds, if its network was set up.
     pub fn address_of(&self, uid: &str) -> Result<Option<Ipv4Addr>, Error> {
         self.ipam.address_of(uid)

@@ -127,10 +127,13 @@ async fn run(args: Args) -> Result<()> {
         let _ = std::fs::remove_dir_all(&fifo_dir);
         std::fs::create_dir_all(&fifo_dir)
             .with_context(|| format!("creating {}", fifo_dir.display()))?;
+        let stats = server::stats::Stats::new(runtime.clone(), name.clone(), args.root_dir.clone());
+        tokio::spawn(Arc::clone(&stats).sample());
         let api = Arc::new(server::Server::new(
             runtime.clone(),
             args.authorized_users.clone(),
             fifo_dir,
+            stats,
         ));
         let address = std::net::SocketAddr::from((args.node_ip, args.port));
         tokio::spawn(async move {

@@ -29,7 +29,9 @@ pub use files::Dns;
 
 /// The containerd labels that tie a container to its pod, for readers outside the workers.
 pub(crate) mod labels {
-    pub(crate) use super::instances::{ATTEMPT, CONTAINER, LOG_PATH, POD_NAME, POD_NAMESPACE};
+    pub(crate) use super::instances::{
+        ATTEMPT, CONTAINER, LOG_PATH, POD_NAME, POD_NAMESPACE, POD_UID, STARTED,
+    };
 }
 
 use crate::runtime::{Runtime, TaskEvent};

@@ -2,11 +2,13 @@
 //! `exec`, `attach` and `port-forward`: TLS with a serving certificate the cluster trusts, a
 //! client certificate required from the cluster CA, and only the users it is told to trust
 //! (the API server's kubelet client) let through. It routes `/healthz`, `/containerLogs`,
-//! `/exec`, `/attach` and `/portForward`; what they answer is their modules'.
+//! `/exec`, `/attach`, `/portForward`, `/stats/summary`, `/metrics` and `/metrics/resource`;
+//! what they answer is their modules'.
 
 mod logs;
 mod port_forward;
 mod spdy;
+pub mod stats;
 mod stream;
 
 use std::collections::HashMap;
@@ -110,16 +112,23 @@ pub struct Server {
     runtime: Runtime,
     authorized: Vec<String>,
     fifo_dir: PathBuf,
+    stats: Arc<stats::Stats>,
 }
 
 impl Server {
-    /// A server answering from containerd through `runtime`, for clients named in
-    /// `authorized`, making exec FIFOs in `fifo_dir`.
-    pub fn new(runtime: Runtime, authorized: Vec<String>, fifo_dir: PathBuf) -> Server {
+    /// A server answering from containerd through `runtime` and `stats`, for clients named
+    /// in `authorized`, making exec FIFOs in `fifo_dir`.
+    pub fn new(
+        runtime: Runtime,
+        authorized: Vec<String>,
+        fifo_dir: PathBuf,
+        stats: Arc<stats::Stats>,
+    ) -> Server {
         Server {
             runtime,
             authorized,
             fifo_dir,
+            stats,
         }
     }
 
@@ -204,6 +213,16 @@ impl Server {
             .unwrap_or_default();
         match parts.as_slice() {
             ["healthz"] => text(StatusCode::OK, "ok".into()),
+            ["stats", "summary"] => {
+                let mut response = text(StatusCode::OK, self.stats.summary().await.to_string());
+                response.headers_mut().insert(
+                    http::header::CONTENT_TYPE,
+                    http::HeaderValue::from_static("application/json"),
+                );
+                response
+            }
+            ["metrics"] => metrics(self.stats.kubelet_metrics().await),
+            ["metrics", "resource"] => metrics(self.stats.resource_metrics().await),
             ["containerLogs", namespace, pod, container] => {
                 self.container_logs(namespace, pod, container, &query).await
             }
@@ -408,6 +427,15 @@ impl Server {
         });
         response
     }
+}
+
+fn metrics(body: String) -> Response<Body> {
+    let mut response = text(StatusCode::OK, body);
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("text/plain; version=0.0.4"),
+    );
+    response
 }
 
 fn text(status: StatusCode, body: String) -> Response<Body> {

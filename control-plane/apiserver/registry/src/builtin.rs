@@ -112,6 +112,7 @@ fn builtins() -> Vec<Resource> {
         R::new("", "v1", "Node", "nodes", false, Arc::new(NodeStrategy))
             .short(&["no"])
             .with_status()
+            .with_sub("proxy", "NodeProxyOptions", &["get"])
             .fields(&["spec.unschedulable"]),
         R::new(
             "",

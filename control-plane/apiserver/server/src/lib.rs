@@ -14,6 +14,7 @@ pub mod handler;
 pub mod kubelet_proxy;
 pub mod limits;
 pub mod metrics;
+pub mod node_proxy;
 pub mod patch;
 pub mod pki;
 pub mod pod_exec;
@@ -272,6 +273,17 @@ impl ApiServer {
             .catalog()
             .get(&info.group, &info.version, &info.resource)
             .ok_or_else(ApiError::no_route)?;
+        if let (true, "nodes", Some("proxy"), Some(name)) = (
+            resource.group.is_empty(),
+            resource.plural.as_str(),
+            info.subresource.as_deref(),
+            info.name.as_deref(),
+        ) {
+            let prefix = format!("/api/v1/nodes/{name}/proxy");
+            let rest = path.strip_prefix(&prefix).unwrap_or("");
+            return node_proxy::get(self.kubelet.as_ref(), &self.registry, &request, name, rest)
+                .await;
+        }
         // Streams take the connection over, so they get the request itself, body unread.
         if let (
             true,

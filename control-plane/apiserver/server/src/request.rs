@@ -103,7 +103,8 @@ fn parse_path(method: &Method, path: &str, watch: bool) -> RequestInfo {
         info.resource = rest[0].to_owned();
         info.name = rest.get(1).map(|s| s.to_string());
         info.subresource = rest.get(2).map(|s| s.to_string());
-        if rest.len() > 3 {
+        // A proxy subresource carries a path of its own: nodes/{name}/proxy/stats/summary.
+        if rest.len() > 3 && rest[2] != "proxy" {
             return non_resource(method);
         }
     }
@@ -189,6 +190,15 @@ mod tests {
         assert_eq!(
             info(Method::POST, "/api/v1/namespaces/ns/pods/web/attach").verb,
             "create"
+        );
+        let proxy = info(Method::GET, "/api/v1/nodes/n1/proxy/stats/summary");
+        assert_eq!(
+            (
+                proxy.verb.as_str(),
+                proxy.name.as_deref(),
+                proxy.subresource.as_deref()
+            ),
+            ("get", Some("n1"), Some("proxy"))
         );
         let nodes = info(Method::DELETE, "/api/v1/nodes");
         assert_eq!(nodes.verb, "deletecollection");
